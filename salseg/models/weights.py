@@ -1,0 +1,182 @@
+"""Load any checkpoint of U2-Net / U2-NetP / IS-Net / the GT encoder into a model, strictly.
+
+Accepted files:
+
+* official ``.pth`` files (``u2net.pth``, ``u2netp.pth``, ``isnet.pth``, ``isnet-general-use.pth``):
+  a plain state dict, possibly wrapped in ``{"state_dict": ...}`` / ``{"model": ...}`` and
+  possibly with ``module.`` (DataParallel) or ``_orig_mod.`` (torch.compile) key prefixes;
+* Lightning ``.ckpt`` files of this project (the model lives under ``model.`` in the task);
+* ``.safetensors`` files;
+* ``.onnx`` files, when the export module provides an importer (``salseg.export.onnx``).
+
+Pickles are read with ``torch.load(weights_only=True)``: no code from an untrusted file runs.
+Old checkpoints without ``num_batches_tracked`` load because ``nn.BatchNorm2d`` itself fills the
+buffer in when the state dict carries no version metadata.
+A mismatch raises ``WeightsError`` with the missing/unexpected keys summarised and, when the file
+matches another architecture, the sentence "this looks like a <name> checkpoint; use model=<name>".
+"""
+from __future__ import annotations
+
+import functools
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from salseg.models.registry import MODELS, canonical_name, create_model
+
+PREFIXES = ("module.", "_orig_mod.")
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "params")
+TASK_PREFIX = "model."  # where the LightningModules of salseg.tasks keep the network
+
+
+class WeightsError(RuntimeError):
+    """A checkpoint could not be read or does not fit the model."""
+
+
+def _strip(key: str) -> str:
+    changed = True
+    while changed:
+        changed = False
+        for p in PREFIXES:
+            if key.startswith(p):
+                key, changed = key[len(p):], True
+    return key
+
+
+def _unwrap(obj: object, path: Path) -> Mapping[str, torch.Tensor]:
+    if isinstance(obj, Mapping):
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            return obj
+        for k in WRAPPER_KEYS:
+            if k in obj and isinstance(obj[k], Mapping):
+                return _unwrap(obj[k], path)
+    raise WeightsError(f"{path}: no state dict found (top-level type {type(obj).__name__}"
+                       + (f", keys {sorted(obj)[:8]}" if isinstance(obj, Mapping) else "") + ")")
+
+
+def read_state_dict(path: str | Path, prefix: str | None = None) -> OrderedDict[str, torch.Tensor]:
+    """Read the network's state dict from any supported file, with wrapper prefixes removed.
+
+    ``prefix`` selects a sub-module of a Lightning checkpoint (default ``"model."``); for other
+    files, keys are only stripped of ``module.`` / ``_orig_mod.``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: checkpoint file not found")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"{path}: checkpoint file is empty (0 bytes)")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            raw: Mapping[str, torch.Tensor] = load_file(str(path), device="cpu")
+        except Exception as exc:  # noqa: BLE001 - re-raised with the file name
+            raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
+    elif suffix == ".onnx":
+        try:
+            from salseg.export.onnx import onnx_to_state_dict
+        except ImportError as exc:
+            raise WeightsError(f"{path}: ONNX import is not available ({exc})") from exc
+        raw = onnx_to_state_dict(path)
+    else:
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001
+            raise WeightsError(f"{path}: cannot be read as a PyTorch checkpoint ({exc})") from exc
+        if isinstance(obj, Mapping) and "state_dict" in obj and "pytorch-lightning_version" in obj:
+            sd = obj["state_dict"]
+            want = TASK_PREFIX if prefix is None else prefix
+            raw = OrderedDict((k[len(want):], v) for k, v in sd.items() if k.startswith(want))
+            if not raw:
+                raise WeightsError(f"{path}: Lightning checkpoint has no weights under {want!r}")
+        else:
+            raw = _unwrap(obj, path)
+    out: OrderedDict[str, torch.Tensor] = OrderedDict()
+    for k, v in raw.items():
+        out[_strip(k)] = v
+    return out
+
+
+@functools.cache
+def _signature(name: str) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):
+        model = create_model(name)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def guess_architecture(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """The registry name whose state-dict keys and shapes match ``state_dict``, if any."""
+    keys = {k: tuple(v.shape) for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
+    for name in MODELS:
+        sig = {k: s for k, s in _signature(name).items() if not k.endswith("num_batches_tracked")}
+        if sig == keys:
+            return name
+    return None
+
+
+def _summarise(keys: list[str], limit: int = 6) -> str:
+    shown = ", ".join(keys[:limit])
+    return f"{len(keys)} ({shown}{', ...' if len(keys) > limit else ''})"
+
+
+def load_weights(model: nn.Module, path: str | Path, name: str | None = None,
+                 prefix: str | None = None) -> nn.Module:
+    """Load ``path`` into ``model`` with ``strict=True``; raise ``WeightsError`` on any mismatch."""
+    state_dict = read_state_dict(path, prefix=prefix)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state_dict if k not in expected]
+    wrong_shape = [f"{k} {tuple(state_dict[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+                   if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
+    if missing or unexpected or wrong_shape:
+        target = canonical_name(name) if name else type(model).__name__
+        lines = [f"{path}: checkpoint does not fit {target}"]
+        if missing:
+            lines.append(f"  missing keys: {_summarise(missing)}")
+        if unexpected:
+            lines.append(f"  unexpected keys: {_summarise(unexpected)}")
+        if wrong_shape:
+            lines.append(f"  shape mismatches: {_summarise(wrong_shape, 3)}")
+        guess = guess_architecture(state_dict)
+        if guess is not None and guess != (canonical_name(name) if name else None):
+            lines.append(f"  this looks like a {guess} checkpoint; use model={guess}")
+        raise WeightsError("\n".join(lines))
+    # A fresh dict without ``_metadata`` lets BatchNorm fill in a missing num_batches_tracked.
+    model.load_state_dict(state_dict, strict=True)
+    return model
+
+
+def load_model(name: str, path: str | Path | None = None, **kwargs) -> nn.Module:
+    """Build ``name`` and, when ``path`` is given, load its weights strictly."""
+    model = create_model(name, **kwargs)
+    if path is not None:
+        load_weights(model, path, name=name)
+    return model
+
+
+def save_state_dict(model: nn.Module, path: str | Path) -> Path:
+    """Save ``model``'s state dict atomically (``.safetensors`` or a torch pickle by suffix)."""
+    import os
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import save_file
+
+            save_file(sd, tmp)
+        else:
+            torch.save(sd, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
