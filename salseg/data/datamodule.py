@@ -1,0 +1,286 @@
+"""``SegDataModule``: the LightningDataModule behind every ``configs/data/*.yaml``.
+
+Hydra instantiates it from a data config (``_target_: salseg.data.datamodule.SegDataModule``).
+It lists the configured sources (:mod:`salseg.data.sources`), validates them
+(:mod:`salseg.data.check`, strict by default, ``on_error=skip`` to drop bad files with a log),
+builds the recipe (``aug``; :mod:`salseg.data.transforms`) and serves batches following the
+contract in :mod:`salseg.data.datasets`.
+
+Splits:
+* ``train``: list of source specs (concatenated).
+* ``val``: list of source specs (concatenated into one loader); if empty and ``val_split > 0``,
+  a seeded random fraction of the training pairs is held out (virtual flips of a held-out
+  pair go with it).
+* ``test``: list of source specs; **one dataloader per spec** (``test_names`` gives their
+  names), so an evaluation can sweep several sets.
+* ``offline_hflip``: sets the option of every DUTS training source (virtual flip doubling).
+* Custom shortcut: ``images``/``masks`` (+ optional ``val_images``/``val_masks``) or
+  ``pairs_file`` (+ ``val_pairs_file``) instead of ``train``/``val``.
+
+``convention`` (``u2net`` or ``dis``) records which paper's evaluation convention the data set
+is scored with; the evaluation code reads it.  ``mask_only=True`` serves masks as inputs
+(IS-Net phase 1).
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from salseg.data.check import apply_policy, check_pairs
+from salseg.data.datasets import SegDataset, collate_seg, seed_worker
+from salseg.data.samplers import EpochShuffleSampler
+from salseg.data.sources import Pair, list_source, resolve_root
+from salseg.data.transforms import Recipe, build_recipe
+
+
+def _plain(x: Any) -> Any:
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(x, DictConfig | ListConfig):
+            return OmegaConf.to_container(x, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    return x
+
+
+def _specs(x: Any) -> list[dict]:
+    x = _plain(x)
+    if x is None:
+        return []
+    if isinstance(x, Mapping):
+        return [dict(x)]
+    return [dict(s) for s in x]
+
+
+class SegDataModule(L.LightningDataModule):
+    """Sources + validation + recipe -> train / val / test dataloaders."""
+
+    def __init__(
+        self,
+        name: str = "custom",
+        root: str | None = None,
+        train: Sequence[Mapping] | None = None,
+        val: Sequence[Mapping] | None = None,
+        test: Sequence[Mapping] | None = None,
+        images: str | None = None,
+        masks: str | None = None,
+        val_images: str | None = None,
+        val_masks: str | None = None,
+        pairs_file: str | None = None,
+        val_pairs_file: str | None = None,
+        val_split: float = 0.0,
+        offline_hflip: bool | None = None,
+        aug: Mapping | str | Recipe | None = None,
+        default_aug: str = "u2net_paper",
+        batch_size: int = 12,
+        val_batch_size: int | None = None,
+        num_workers: int = 0,
+        persistent_workers: bool = False,
+        pin_memory: bool = False,
+        drop_last: bool = True,
+        seed: int = 0,
+        on_error: str = "raise",
+        check: str = "full",
+        check_workers: int = 0,
+        skip_log_dir: str | None = None,
+        mask_only: bool = False,
+        alpha: str = "drop",
+        convention: str = "u2net",
+        synthetic: Mapping | None = None,
+        cache: Mapping | None = None,
+        verbose: bool = True,
+    ) -> None:
+        super().__init__()
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"data.on_error must be 'raise' or 'skip', got {on_error!r}")
+        if convention not in ("u2net", "dis"):
+            raise ValueError(f"data.convention must be 'u2net' or 'dis', got {convention!r}")
+        self.name = name
+        self.root = resolve_root(root)
+        self.train_specs = _specs(train)
+        self.val_specs = _specs(val)
+        self.test_specs = _specs(test)
+        if images is not None:
+            self.train_specs.append({"kind": "folder", "images": images, "masks": masks,
+                                     "name": f"{name}-train"})
+        if pairs_file is not None:
+            self.train_specs.append({"kind": "list", "file": pairs_file, "name": f"{name}-train"})
+        if val_images is not None:
+            self.val_specs.append({"kind": "folder", "images": val_images, "masks": val_masks,
+                                   "name": f"{name}-val"})
+        if val_pairs_file is not None:
+            self.val_specs.append({"kind": "list", "file": val_pairs_file, "name": f"{name}-val"})
+        self.val_split = float(val_split)
+        if offline_hflip is not None:  # data.offline_hflip applies to every DUTS training source
+            for spec in self.train_specs:
+                if spec.get("kind") == "duts":
+                    spec["offline_hflip"] = bool(offline_hflip)
+        self.recipe = build_recipe(_plain(aug), default=default_aug)
+        self.batch_size = int(batch_size)
+        self.val_batch_size = int(val_batch_size or batch_size)
+        self.num_workers = int(num_workers)
+        self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
+        self.pin_memory = bool(pin_memory)
+        self.drop_last = bool(drop_last)
+        self.seed = int(seed)
+        self.on_error = on_error
+        self.check = check
+        self.check_workers = int(check_workers)
+        self.skip_log_dir = skip_log_dir
+        self.mask_only = bool(mask_only)
+        self.alpha = alpha
+        self.convention = convention
+        self.synthetic = dict(_plain(synthetic) or {})
+        self.cache_cfg = dict(_plain(cache) or {})
+        self.verbose = verbose
+        self.train_pairs: list[Pair] | None = None
+        self.val_pairs: list[Pair] | None = None
+        self.test_sets: list[tuple[str, list[Pair]]] | None = None
+        self.reports: dict[str, Any] = {}
+        self._cache = None
+
+    # ------------------------------------------------------------------ listing + checking
+
+    def _pairs(self, specs: list[dict], label: str) -> list[Pair]:
+        pairs: list[Pair] = []
+        for spec in specs:
+            listing = list_source(spec, self.root, self.synthetic)
+            name = spec.get("name") or listing.name or label
+            report = check_pairs(listing.pairs, name=name, listing=listing, level=self.check,
+                                 workers=self.check_workers)
+            self.reports[name] = report
+            pairs.extend(apply_policy(report, self.on_error, self.skip_log_dir))
+            if self.verbose and report.issues and not report.errors:
+                notes = report.counts()
+                msg = ", ".join(f"{k}={v}" for k, v in sorted(notes.items()))
+                print(f"[salseg] data '{name}': {len(report.ok_pairs)} pairs ({msg})",
+                      file=sys.stderr)
+        return pairs
+
+    def _split(self, pairs: list[Pair]) -> tuple[list[Pair], list[Pair]]:
+        files = sorted({p.image for p in pairs})
+        n_val = int(round(len(files) * self.val_split))
+        if self.val_split > 0 and n_val == 0 and len(files) > 1:
+            n_val = 1
+        rng = np.random.default_rng(self.seed)
+        held = {files[i] for i in rng.permutation(len(files))[:n_val]}
+        train = [p for p in pairs if p.image not in held]
+        val = [p for p in pairs if p.image in held and not p.hflip]  # no virtual flips in val
+        return train, val
+
+    def prepare_data(self) -> None:
+        """Generate the synthetic set when configured (idempotent, atomic)."""
+        for spec in self.train_specs + self.val_specs + self.test_specs:
+            if spec.get("kind") == "synthetic":
+                list_source(spec, self.root, self.synthetic)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit", "validate"):
+            if stage in (None, "fit") and self.train_pairs is None:
+                if not self.train_specs:
+                    raise ValueError(f"data '{self.name}' has no training source (data.train)")
+                train = self._pairs(self.train_specs, "train")
+                if not self.val_specs and self.val_split > 0:
+                    train, self.val_pairs = self._split(train)
+                self.train_pairs = train
+            if self.val_pairs is None:
+                if self.val_specs:
+                    self.val_pairs = self._pairs(self.val_specs, "val")
+                elif stage == "validate" and self.val_split > 0 and self.train_specs:
+                    _, self.val_pairs = self._split(self._pairs(self.train_specs, "train"))
+                else:
+                    self.val_pairs = []
+        if stage in (None, "test", "predict") and self.test_sets is None:
+            specs = self.test_specs or self.val_specs
+            self.test_sets = []
+            for spec in specs:
+                pairs = self._pairs([spec], "test")
+                name = spec.get("name") or (pairs[0].source if pairs else str(spec.get("kind")))
+                self.test_sets.append((name, pairs))
+
+    # ------------------------------------------------------------------ datasets + loaders
+
+    @property
+    def cache(self):
+        if self._cache is None and self.cache_cfg.get("enabled"):
+            from salseg.data.cache import ResizeCache
+
+            self._cache = ResizeCache(
+                self.cache_cfg.get("dir") or (self.root / ".salseg_cache"),
+                truncate=self.recipe.truncate_uint8,
+                image_interpolation=self.recipe.image_interpolation,
+                mask_interpolation=self.recipe.mask_interpolation,
+                alpha=self.alpha,
+            )
+        return self._cache
+
+    def make_dataset(self, pairs: Sequence[Pair], train: bool) -> SegDataset:
+        return SegDataset(pairs, self.recipe, train=train, mask_only=self.mask_only,
+                          alpha=self.alpha, cache=self.cache, seed=self.seed)
+
+    def _loader(self, ds: SegDataset, train: bool) -> DataLoader:
+        # training order, worker seeds and in-process augmentation are a function of
+        # (seed, epoch) through EpochShuffleSampler (Lightning calls set_epoch every epoch)
+        sampler = EpochShuffleSampler(ds, self.seed) if train else None
+        g = sampler.generator if sampler is not None else torch.Generator()
+        if sampler is None:
+            g.manual_seed(self.seed)
+        return DataLoader(
+            ds,
+            batch_size=self.batch_size if train else self.val_batch_size,
+            shuffle=False,
+            sampler=sampler,
+            drop_last=train and self.drop_last and len(ds) >= self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.persistent_workers,
+            pin_memory=self.pin_memory,
+            collate_fn=collate_seg,
+            worker_init_fn=seed_worker,
+            generator=g,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        if self.train_pairs is None:
+            self.setup("fit")
+        assert self.train_pairs is not None
+        if not self.train_pairs:
+            raise ValueError(f"data '{self.name}': no usable training pairs")
+        return self._loader(self.make_dataset(self.train_pairs, True), True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.val_pairs is None:
+            self.setup("validate")
+        if not self.val_pairs:
+            return []
+        return self._loader(self.make_dataset(self.val_pairs, False), False)
+
+    def test_dataloader(self) -> list[DataLoader]:
+        if self.test_sets is None:
+            self.setup("test")
+        assert self.test_sets is not None
+        return [self._loader(self.make_dataset(p, False), False) for _, p in self.test_sets]
+
+    @property
+    def test_names(self) -> list[str]:
+        if self.test_sets is None:
+            self.setup("test")
+        return [n for n, _ in self.test_sets or []]
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """Spatial size of evaluation batches (the model input size)."""
+        return self.recipe.input_size
+
+    def describe(self) -> str:
+        r = self.recipe
+        return (f"data={self.name} root={Path(self.root)} recipe={r.name} size={list(r.size)} "
+                f"crop={None if r.crop is None else list(r.crop)} flip={r.flip} "
+                f"convention={self.convention}")
