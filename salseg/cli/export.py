@@ -1,0 +1,96 @@
+"""``salseg-export``: weights -> ONNX (with an onnxruntime parity check), or ONNX -> weights.
+
+Examples::
+
+    salseg-export --model u2net --weights u2net.pth -o u2net.onnx
+    salseg-export --model isnet --weights isnet.ckpt -o isnet-rembg.onnx --rembg
+    salseg-export --import-onnx u2net.onnx -o u2net.safetensors     # for fine-tuning
+
+Exit status 0 on success, 1 when the parity check fails, 2 for bad arguments or files.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="salseg-export", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-o", "--output", required=True, type=Path,
+                   help="output .onnx (export) or .safetensors/.pth (--import-onnx)")
+    p.add_argument("--model", help="architecture (guessed from the weights when omitted)")
+    p.add_argument("--weights", help=".ckpt, .pth, .safetensors or .onnx weights to export")
+    p.add_argument("--import-onnx", type=Path, metavar="FILE",
+                   help="convert this ONNX graph into a state dict instead of exporting")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--no-fold-batchnorm", action="store_true",
+                   help="keep BatchNormalization nodes (default: folded into the convolutions)")
+    p.add_argument("--features", action="store_true", help="IS-Net: also output the 6 features")
+    p.add_argument("--rembg", action="store_true",
+                   help="rembg-compatible file (u2net_custom / dis_custom sessions)")
+    p.add_argument("--trace-size", type=int, default=320, help="tracing input size (>= 64)")
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
+    p.add_argument("--tolerance", type=float, default=1e-4, help="parity check tolerance")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    return p
+
+
+def _import(args: argparse.Namespace) -> int:
+    from salseg.export.onnx import onnx_to_state_dict
+    from salseg.models.registry import create_model
+    from salseg.models.weights import guess_architecture, save_state_dict
+
+    if args.output.exists() and not args.overwrite:
+        print(f"error: {args.output}: exists (use --overwrite)", file=sys.stderr)
+        return 2
+    state_dict = onnx_to_state_dict(args.import_onnx, args.model)
+    name = args.model or guess_architecture(state_dict)
+    model = create_model(name)
+    model.load_state_dict(state_dict, strict=True)
+    save_state_dict(model, args.output)
+    print(f"{args.import_onnx} -> {args.output} ({name}, {len(state_dict)} tensors)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from salseg.models.weights import WeightsError
+
+    try:
+        if args.import_onnx is not None:
+            return _import(args)
+        if args.weights is None:
+            parser.error("--weights is required for an export")
+        from salseg.export.onnx import ExportCheckError, export_onnx
+        from salseg.predict.predictor import build_model
+
+        model, name = build_model(args.weights, args.model)
+        try:
+            report = export_onnx(model, args.output, name, opset=args.opset,
+                                 fold_batchnorm=not args.no_fold_batchnorm,
+                                 include_features=args.features, rembg=args.rembg,
+                                 trace_size=args.trace_size, check=not args.no_check,
+                                 tolerance=args.tolerance, overwrite=args.overwrite)
+        except ExportCheckError as exc:
+            print(f"error: parity check failed: {exc}", file=sys.stderr)
+            return 1
+    except (WeightsError, ValueError, FileExistsError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"exported {report.model} -> {report.path} (outputs: {', '.join(report.outputs)})")
+    if report.max_abs_diff:
+        worst = max(report.max_abs_diff.values())
+        print(f"onnxruntime vs PyTorch: max |diff| {worst:.3g} (tolerance {args.tolerance:g})")
+    if report.rembg_session:
+        print(f"rembg: new_session('{report.rembg_session}', "
+              f"model_path='{report.path.resolve()}')")
+    for note in report.notes:
+        print(f"note: {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,170 @@
+"""``salseg-predict``: masks, cut-outs, composites and previews for files, folders, globs and lists.
+
+Example::
+
+    salseg-predict photos/ -o out --model u2net --weights u2net.pth --save mask,cutout
+
+Masks go to ``OUTDIR/<name>.png`` (8-bit, original size), so ``salseg-eval pred_dir=OUTDIR``
+scores them directly; the other outputs go to ``OUTDIR/cutout/``, ``OUTDIR/composite/`` and
+``OUTDIR/preview/``.  Exit status: 0 when every image was predicted (or skipped because its
+outputs exist), 1 when any input failed, 2 for a usage error, 130 when interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from salseg.predict.inputs import OUTPUT_KINDS
+
+log = logging.getLogger("salseg.predict")
+
+
+def _kinds(text: str) -> tuple[str, ...]:
+    kinds = tuple(dict.fromkeys(k.strip().lower() for k in text.split(",") if k.strip()))
+    bad = [k for k in kinds if k not in OUTPUT_KINDS]
+    if bad or not kinds:
+        raise argparse.ArgumentTypeError(f"--save takes a comma-separated subset of "
+                                         f"{','.join(OUTPUT_KINDS)}, got {text!r}")
+    return kinds
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        values = [int(p) for p in parts if p]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"input size {text!r}: expected N or HxW") from None
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"input size {text!r}: expected N or HxW")
+    return values[0], values[1]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="salseg-predict", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files, folders, glob patterns or .txt/.lst lists of paths")
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR",
+                   help="output folder (created if needed)")
+    p.add_argument("--model", help="architecture: u2net, u2netp or isnet (guessed from the "
+                   "weights when omitted)")
+    p.add_argument("--weights", help=".ckpt, official .pth, .safetensors or .onnx file")
+    p.add_argument("--random-weights", action="store_true",
+                   help="run without weights (random initialisation; for testing only)")
+    p.add_argument("--save", type=_kinds, default=("mask",), metavar="KINDS",
+                   help="comma-separated outputs: mask,cutout,composite,preview (default mask)")
+    g = p.add_argument_group("inference")
+    g.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="onnx: run an .onnx file with onnxruntime")
+    g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N]")
+    g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="autocast precision (fp16 needs CUDA)")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels_last memory format (default: on)")
+    g.add_argument("--tf32", action="store_true",
+                   help="allow TF32 matmuls/convolutions on CUDA in fp32 (faster, less exact)")
+    g.add_argument("--batch-size", type=int, default=1)
+    g.add_argument("--num-workers", type=int, default=0, help="DataLoader decoding workers")
+    g.add_argument("--input-size", type=_size, default=None, metavar="N|HxW",
+                   help="model input size (default: the model's, 320 for U2-Net, 1024 IS-Net)")
+    g.add_argument("--resize", choices=("official", "antialias"), default="official",
+                   help="official: exactly the official scripts (default); antialias: torch "
+                   "bilinear with anti-aliasing, no uint8 truncation")
+    g.add_argument("--onnx-threads", type=int, default=None, help="onnxruntime intra-op threads")
+    g = p.add_argument_group("mask")
+    g.add_argument("--raw-sigmoid", action="store_true",
+                   help="keep the sigmoid probabilities instead of min-max normalising them")
+    g.add_argument("--threshold", type=float, default=None, metavar="T",
+                   help="binarise the mask at T in [0, 1]")
+    g.add_argument("--largest-component", action="store_true",
+                   help="keep only the largest connected object")
+    g.add_argument("--fill-holes", action="store_true", help="fill holes inside the object")
+    g.add_argument("--erode", type=int, default=0, metavar="PX", help="shrink the mask by PX pixels")
+    g.add_argument("--feather", type=float, default=0.0, metavar="SIGMA",
+                   help="blur the mask edge (Gaussian sigma in pixels)")
+    g = p.add_argument_group("cut-outs and composites")
+    g.add_argument("--decontaminate", action="store_true",
+                   help="estimate foreground colours at soft edges (removes background halos)")
+    g.add_argument("--bg-color", default="white", help="composite background colour "
+                   "(name, #rrggbb or r,g,b; default white)")
+    g.add_argument("--bg-image", type=Path, default=None, help="composite background image "
+                   "(stretched to each image's size)")
+    g = p.add_argument_group("files")
+    g.add_argument("--recursive", "-r", action="store_true", help="descend into sub-folders")
+    g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    g.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                   help="refuse images with more pixels (default 89478485, Pillow's limit; 0: "
+                   "no limit)")
+    g.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+
+    from salseg.predict.batch import DEFAULT_MAX_PIXELS, SaveOptions, predict_files
+    from salseg.predict.inputs import collect_inputs
+    from salseg.predict.postprocess import RefineOptions
+    from salseg.predict.predictor import Predictor
+
+    if args.weights is None and not args.random_weights:
+        parser.error("--weights is required (or --random-weights for a smoke test)")
+    if args.batch_size < 1 or args.num_workers < 0:
+        parser.error("--batch-size must be >= 1 and --num-workers >= 0")
+    if args.bg_image is not None and not args.bg_image.is_file():
+        parser.error(f"--bg-image {args.bg_image}: file not found")
+    try:
+        refine = RefineOptions(threshold=args.threshold, largest_component=args.largest_component,
+                               fill_holes=args.fill_holes, erode=args.erode, feather=args.feather)
+        from salseg.predict.compose import parse_color
+
+        parse_color(args.bg_color)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+    items, problems = collect_inputs(args.inputs, recursive=args.recursive, exclude=args.output)
+    for problem in problems:
+        print(f"FAILED {problem.name}: {problem.problem}", file=sys.stderr)
+
+    try:
+        import torch
+
+        if not args.tf32:
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.allow_tf32 = False
+        predictor = Predictor(None if args.random_weights else args.weights, model=args.model,
+                              device=args.device, precision=args.precision, backend=args.backend,
+                              input_size=args.input_size, resize=args.resize,
+                              normalization="sigmoid" if args.raw_sigmoid else "minmax",
+                              refine_options=refine, channels_last=args.channels_last,
+                              onnx_threads=args.onnx_threads)
+    except (ValueError, RuntimeError, OSError) as exc:  # WeightsError is a RuntimeError
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    save = SaveOptions(kinds=args.save, overwrite=args.overwrite, decontaminate=args.decontaminate,
+                       bg_color=args.bg_color, bg_image=args.bg_image)
+    max_pixels = DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels
+    from salseg.predict.batch import RunSummary
+
+    summary = RunSummary(total=len(problems), failed=list(problems))
+    try:
+        predict_files(predictor, items, args.output, save, batch_size=args.batch_size,
+                      num_workers=args.num_workers, max_pixels=max_pixels,
+                      progress=not args.quiet, summary=summary)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        print(summary.report(), file=sys.stderr)
+        return 130
+    print(summary.report(), file=sys.stderr)
+    return 0 if summary.ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

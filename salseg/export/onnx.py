@@ -1,0 +1,221 @@
+"""ONNX export with an onnxruntime-vs-PyTorch parity check, and the ONNX importer.
+
+Graph contract (``export_onnx``):
+
+* one input ``input``: the normalised image batch ``(B, 3, H, W)``, float32, exactly what the
+  PyTorch model takes (see :mod:`salseg.predict.preprocess`); batch, height and width dynamic;
+* outputs in the official order, as **probabilities** (sigmoid applied, like the official
+  ``forward``): U2-Net ``fused, side1..side6``; IS-Net ``side1..side6`` (plus the six features
+  ``feat1..feat6`` with ``include_features``).  Output 0 is always the prediction;
+* opset 17 (onnxruntime >= 1.14 runs it); BatchNorms are folded into the convolutions unless
+  ``fold_batchnorm=False``; metadata ``salseg.model`` records the architecture.
+
+``rembg=True`` makes the file a drop-in model for rembg's custom sessions: ``u2net_custom`` for
+U2-Net / U2-NetP and ``dis_custom`` for IS-Net.  Those sessions feed one float32 input (the
+image resized to 320 / 1024 with LANCZOS, divided by its own maximum, then ``(x - mean) / std``
+with ImageNet statistics for U2-Net and mean 0.5 / std 1 for IS-Net), read output 0 and min-max
+normalise it.  When the model's own normalisation differs from the session's, an affine adapter
+is put in front of the network; features are never exported.  Known residual difference:
+official IS-Net divides by 255, rembg by the image maximum (identical when the image reaches 255).
+
+The parity check runs the exported file with onnxruntime and the PyTorch model on the same
+random input (batch 2, two spatial sizes, one non-square, so the dynamic axes are exercised too)
+and raises :class:`ExportCheckError` when any output differs by more than ``tolerance`` (1e-4).
+
+Tracing: the model is traced at ``trace_size`` (>= 64, default 320).  Smaller traces would bake
+size-dependent branches of the up-sampling into the graph.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from salseg.export.onnx_import import onnx_to_state_dict
+from salseg.models.registry import canonical_name, is_u2net, to_official
+from salseg.models.spec import IMAGENET_MEAN, IMAGENET_STD, get_spec
+
+__all__ = ["ExportCheckError", "ExportReport", "REMBG_SESSIONS", "export_onnx", "check_onnx",
+           "onnx_to_state_dict", "output_names"]
+
+OPSET = 17
+MIN_TRACE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class RembgSession:
+    """What a rembg custom session feeds a model (all sessions divide by the image maximum)."""
+
+    session: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    size: int
+
+
+REMBG_SESSIONS = {
+    "u2net": RembgSession("u2net_custom", IMAGENET_MEAN, IMAGENET_STD, 320),
+    "u2netp": RembgSession("u2net_custom", IMAGENET_MEAN, IMAGENET_STD, 320),
+    "isnet": RembgSession("dis_custom", (0.5, 0.5, 0.5), (1.0, 1.0, 1.0), 1024),
+}
+
+
+class ExportCheckError(RuntimeError):
+    """onnxruntime and PyTorch disagree on the exported graph."""
+
+
+@dataclass
+class ExportReport:
+    """Where the file went and what the parity check measured."""
+
+    path: Path
+    model: str
+    outputs: list[str]
+    max_abs_diff: dict[str, float] = field(default_factory=dict)
+    rembg_session: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def output_names(name: str, include_features: bool = False) -> list[str]:
+    if is_u2net(name):
+        return ["fused"] + [f"side{i}" for i in range(1, 7)]
+    names = [f"side{i}" for i in range(1, 7)]
+    return names + ([f"feat{i}" for i in range(1, 7)] if include_features else [])
+
+
+class _Exported(nn.Module):
+    """The model plus an optional input adapter, returning the official probabilities."""
+
+    def __init__(self, model: nn.Module, name: str, include_features: bool,
+                 scale: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.model, self.name, self.include_features = model, name, include_features
+        self.scale, self.shift = scale, shift
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.scale is not None:
+            x = x * self.scale + self.shift
+        official = to_official(self.name, self.model(x))
+        if is_u2net(self.name):
+            return tuple(official)
+        sides, feats = official
+        return tuple(sides) + (tuple(feats) if self.include_features else ())
+
+
+def _rembg_adapter(name: str) -> tuple[torch.Tensor | None, torch.Tensor | None, list[str]]:
+    if name not in REMBG_SESSIONS:
+        raise ValueError(f"rembg has no custom session for {name} (only u2net, u2netp, isnet)")
+    session, spec = REMBG_SESSIONS[name], get_spec(name)
+    notes = []
+    if spec.scale != "max":
+        notes.append(f"rembg {session.session} divides by the image maximum, the official "
+                     f"{name} preprocessing by 255: identical for images that reach 255")
+    mean_r, std_r = np.array(session.mean), np.array(session.std)
+    mean_m, std_m = np.array(spec.mean), np.array(spec.std)
+    if np.allclose(mean_r, mean_m) and np.allclose(std_r, std_m):
+        return None, None, notes
+    # x_model = ((x_rembg * std_r + mean_r) - mean_m) / std_m
+    scale = torch.tensor(std_r / std_m, dtype=torch.float32).view(1, 3, 1, 1)
+    shift = torch.tensor((mean_r - mean_m) / std_m, dtype=torch.float32).view(1, 3, 1, 1)
+    notes.append("input adapter added for the session's mean/std")
+    return scale, shift, notes
+
+
+def check_onnx(path: str | Path, module: nn.Module, sizes: list[tuple[int, int]],
+               batch: int = 2, tolerance: float = 1e-4, seed: int = 0,
+               in_ch: int = 3) -> dict[str, float]:
+    """Max |onnxruntime - PyTorch| per output over ``sizes``; raise above ``tolerance``."""
+    import onnxruntime as ort
+
+    gen = torch.Generator().manual_seed(seed)
+    module = module.eval()
+    inputs = [torch.randn(batch, in_ch, h, w, generator=gen) for h, w in sizes]
+    with torch.no_grad():  # PyTorch first: onnxruntime's spinning threads would slow it down
+        references = [module(x) for x in inputs]
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    input_name = session.get_inputs()[0].name
+    worst = dict.fromkeys(names, 0.0)
+    for (h, w), x, expected in zip(sizes, inputs, references):
+        got = session.run(None, {input_name: x.numpy()})
+        if len(got) != len(expected):
+            raise ExportCheckError(f"{path}: {len(got)} outputs from onnxruntime, "
+                                   f"{len(expected)} from PyTorch")
+        for name, e, g in zip(names, expected, got):
+            if tuple(g.shape) != tuple(e.shape):
+                raise ExportCheckError(f"{path}: output {name} has shape {g.shape} in "
+                                       f"onnxruntime, {tuple(e.shape)} in PyTorch at {h}x{w}")
+            worst[name] = max(worst[name], float(np.abs(g - e.numpy()).max()))
+    bad = {k: v for k, v in worst.items() if not v <= tolerance}
+    if bad:
+        raise ExportCheckError(f"{path}: onnxruntime and PyTorch differ by more than "
+                               f"{tolerance:g}: " + ", ".join(f"{k} {v:.3g}" for k, v in bad.items()))
+    return worst
+
+
+def export_onnx(model: nn.Module, path: str | Path, name: str, *, opset: int = OPSET,
+                fold_batchnorm: bool = True, include_features: bool = False, rembg: bool = False,
+                trace_size: int = 320, check: bool = True,
+                check_sizes: list[tuple[int, int]] | None = None, tolerance: float = 1e-4,
+                overwrite: bool = False) -> ExportReport:
+    """Export ``model`` (architecture ``name``) to ``path`` atomically; see the module docstring."""
+    import onnx
+
+    name = canonical_name(name)
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path}: exists (use --overwrite to replace it)")
+    if trace_size < MIN_TRACE_SIZE:
+        raise ValueError(f"trace_size must be >= {MIN_TRACE_SIZE}, got {trace_size}")
+    notes: list[str] = []
+    scale = shift = None
+    if rembg:
+        scale, shift, notes = _rembg_adapter(name)
+        include_features = False
+    model = model.eval().cpu().float()
+    wrapped = _Exported(model, name, include_features, scale, shift).eval()
+    outputs = output_names(name, include_features)
+    in_ch = getattr(model, "in_ch", 3)
+    dummy = torch.randn(1, in_ch, trace_size, trace_size)
+    dynamic = {"input": {0: "batch", 2: "height", 3: "width"}}
+    dynamic.update({o: {0: "batch", 2: "height", 3: "width"} for o in outputs})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(wrapped, (dummy,), tmp, dynamo=False, opset_version=opset,
+                              input_names=["input"], output_names=outputs,
+                              dynamic_axes=dynamic, do_constant_folding=fold_batchnorm,
+                              training=torch.onnx.TrainingMode.EVAL)
+        proto = onnx.load(tmp)
+        meta = {"salseg.model": name, "salseg.outputs": ",".join(outputs),
+                "salseg.batchnorm_folded": str(fold_batchnorm).lower(),
+                "salseg.input": "normalised image (see salseg.predict.preprocess)"}
+        if rembg:
+            meta["salseg.rembg_session"] = REMBG_SESSIONS[name].session
+        for k, v in meta.items():
+            proto.metadata_props.add(key=k, value=v)
+        onnx.save(proto, tmp)
+        report = ExportReport(path, name, outputs, rembg_session=meta.get("salseg.rembg_session"),
+                              notes=notes)
+        if check:
+            sizes = check_sizes or [(trace_size, trace_size),
+                                    (trace_size * 3 // 4 + 1, trace_size + 8)]
+            report.max_abs_diff = check_onnx(tmp, wrapped, sizes, tolerance=tolerance,
+                                             in_ch=in_ch)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return report

@@ -1,0 +1,119 @@
+"""Inference back-ends for prediction: PyTorch and onnxruntime, plus device/precision choice.
+
+Both runners take a normalised float32 batch ``(B, 3, h, w)`` on the CPU and return the
+prediction's **probabilities** ``(B, 1, h, w)`` as float32 (on the model's device for PyTorch,
+on the CPU for onnxruntime).
+
+* PyTorch: ``sigmoid`` of the prediction logits (fused map for U2-Net, side 1 for IS-Net, see
+  :func:`salseg.models.prediction_logits`); ``bf16``/``fp16`` run under ``torch.autocast``
+  (fp16 needs CUDA); ``channels_last`` is on by default (about 10% faster on the CPU as well).
+* onnxruntime: output 0 of the graph, which is the probability map in files exported by
+  ``salseg-export`` and in the official/rembg U2-Net and IS-Net exports.  Graphs with a fixed
+  batch size of 1 are run image by image; float16 graphs get a float16 input.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from salseg.models.registry import prediction_logits
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; an unavailable CUDA request is an error."""
+    if isinstance(device, torch.device):
+        dev = device
+    elif device == "auto":
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available "
+                         "(use --device cpu or auto)")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r} (expected auto, cpu or cuda)")
+    return dev
+
+
+def check_precision(precision: str, device: torch.device) -> torch.dtype:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("fp16 inference needs a CUDA device (use bf16 or fp32 on the CPU)")
+    return PRECISIONS[precision]
+
+
+class TorchRunner:
+    """Run a PyTorch model in eval mode and return the prediction probabilities."""
+
+    def __init__(self, model: nn.Module, name: str, device: torch.device,
+                 precision: str = "fp32", channels_last: bool | None = None) -> None:
+        self.name = name
+        self.device = device
+        self.dtype = check_precision(precision, device)
+        self.channels_last = True if channels_last is None else channels_last
+        self.model = model.eval().to(device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    @torch.inference_mode()
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        x = batch.to(self.device, dtype=torch.float32, non_blocking=True)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.dtype == torch.float32:
+            out = self.model(x)
+        else:
+            with torch.autocast(device_type=self.device.type, dtype=self.dtype):
+                out = self.model(x)
+        return torch.sigmoid(prediction_logits(self.name, out).float()).contiguous()
+
+
+class OnnxRunner:
+    """Run an ONNX graph with onnxruntime; output 0 is taken as the probability map."""
+
+    def __init__(self, path: str | Path, device: torch.device, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        options = ort.SessionOptions()
+        # no busy-waiting threads: decoding workers and post-processing share the CPU
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if threads:
+            options.intra_op_num_threads = threads
+        providers = ["CPUExecutionProvider"]
+        if device.type == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ValueError("onnxruntime has no CUDAExecutionProvider here; install "
+                                 "onnxruntime-gpu or use --device cpu")
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        except Exception as exc:  # noqa: BLE001 - re-raised with the file name
+            raise ValueError(f"{self.path}: onnxruntime cannot load this file ({exc})") from exc
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise ValueError(f"{self.path}: expected a graph with one input, found {len(inputs)}")
+        self.input = inputs[0]
+        self.output_name = self.session.get_outputs()[0].name
+        shape = self.input.shape
+        self.fixed_batch = isinstance(shape[0], int) and shape[0] == 1
+        self.fixed_size = tuple(shape[2:]) if all(isinstance(s, int) for s in shape[2:]) else None
+        self.np_dtype = np.float16 if self.input.type == "tensor(float16)" else np.float32
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        x = batch.detach().cpu().numpy().astype(self.np_dtype, copy=False)
+        if self.fixed_size is not None and tuple(x.shape[2:]) != self.fixed_size:
+            raise ValueError(f"{self.path}: the graph takes {self.fixed_size} inputs, got "
+                             f"{tuple(x.shape[2:])} (set --input-size to match)")
+        chunks = [x[i:i + 1] for i in range(len(x))] if self.fixed_batch else [x]
+        outs = [self.session.run([self.output_name], {self.input.name: c})[0] for c in chunks]
+        prob = np.concatenate(outs, axis=0).astype(np.float32, copy=False)
+        if prob.ndim == 3:
+            prob = prob[:, None]
+        return torch.from_numpy(prob[:, :1])

@@ -1,0 +1,90 @@
+"""Turn the image types accepted by the Python API into uint8 RGB ``(H, W, 3)`` arrays.
+
+Files are decoded by :func:`salseg.data.io.read_image` (EXIF orientation, every mode, clear
+errors).  In-memory inputs follow the same rules:
+
+* ``PIL.Image``: EXIF orientation applied, alpha dropped, grayscale replicated, 16-bit
+  single-channel scaled with ``round(v / 257)``, other modes converted by Pillow;
+* ``numpy``: ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or ``(H, W, 4)`` (alpha dropped); uint8 as is,
+  uint16 scaled by 1/257, floats taken as [0, 1] when their maximum is <= 1, else as 0..255;
+* ``torch.Tensor``: ``(3, H, W)`` / ``(1, H, W)`` / ``(H, W)`` (channels first, torchvision style);
+  uint8 as is, floats taken as [0, 1] (clipped).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+ImageInput = Any  # str | Path | PIL.Image.Image | np.ndarray | torch.Tensor
+
+
+def _from_pil(img: Image.Image) -> np.ndarray:
+    img = ImageOps.exif_transpose(img) or img
+    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
+        arr = np.asarray(img).astype(np.float64)
+        if img.mode.startswith("I;16") or arr.max(initial=0) > 255:
+            arr = arr / 257.0
+        elif img.mode == "F" and arr.max(initial=0) <= 1.0:
+            arr = arr * 255.0
+        g = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        return np.repeat(g[..., None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        img = img.convert("RGBA")
+        return np.ascontiguousarray(np.asarray(img)[..., :3])
+    return np.asarray(img.convert("RGB"))
+
+
+def _from_array(arr: np.ndarray) -> np.ndarray:
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) array, "
+                         f"got shape {arr.shape}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise ValueError(f"empty image of shape {arr.shape}")
+    arr = arr[..., :3]
+    if arr.dtype == np.uint8:
+        out = arr
+    elif arr.dtype == np.uint16:
+        out = np.clip(np.rint(arr / 257.0), 0, 255).astype(np.uint8)
+    elif arr.dtype == np.bool_:
+        out = arr.astype(np.uint8) * 255
+    elif np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer):
+        f = np.nan_to_num(arr.astype(np.float64))
+        if np.issubdtype(arr.dtype, np.floating) and f.max(initial=0) <= 1.0:
+            f = f * 255.0
+        out = np.clip(np.rint(f), 0, 255).astype(np.uint8)
+    else:
+        raise ValueError(f"unsupported image dtype {arr.dtype}")
+    if out.shape[2] == 1:
+        out = np.repeat(out, 3, axis=2)
+    return np.ascontiguousarray(out)
+
+
+def to_rgb_uint8(image: ImageInput) -> np.ndarray:
+    """Any accepted image (see the module docstring) -> uint8 RGB ``(H, W, 3)``."""
+    if isinstance(image, (str, Path)):
+        from salseg.data.io import read_image
+
+        return read_image(image)
+    if isinstance(image, Image.Image):
+        return _from_pil(image)
+    if isinstance(image, torch.Tensor):
+        t = image.detach().cpu()
+        if t.ndim == 4 and t.shape[0] == 1:
+            t = t[0]
+        if t.ndim == 3:
+            if t.shape[0] not in (1, 3, 4):
+                raise ValueError(f"expected a channels-first (C, H, W) tensor, got {tuple(t.shape)}")
+            t = t.permute(1, 2, 0)
+        if t.dtype.is_floating_point:
+            t = (t.float().clamp(0, 1) * 255).round().to(torch.uint8)
+        return _from_array(t.numpy())
+    if isinstance(image, np.ndarray):
+        return _from_array(image)
+    raise TypeError(f"unsupported image type {type(image).__name__} "
+                    "(expected a path, PIL image, numpy array or torch tensor)")

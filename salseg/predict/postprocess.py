@@ -1,0 +1,166 @@
+"""From the model's probability map to the final alpha mask at the original image size.
+
+Restoring the original size follows the official inference scripts:
+
+* **U2-Net** (``u2net_test.py``, OFFICIAL_NOTES §2.3): min-max normalisation of the fused map at
+  the model resolution, ``*255`` truncated to 8 bits, then ``PIL`` bilinear resize to the
+  original size.
+* **IS-Net** (``Inference.py``, OFFICIAL_NOTES §3.6): side 1 resized to the original size with
+  ``F.interpolate`` (bilinear, ``align_corners=False``), then min-max normalisation.
+
+``normalization="sigmoid"`` skips the min-max step and keeps the raw probabilities (a constant
+map under min-max, where the official code divides by zero, becomes all zeros).
+The alpha is a float32 array in [0, 1]; :func:`to_uint8` truncates ``alpha*255`` as both
+official scripts do.
+
+Optional clean-up steps (all off by default; applied in this order by :func:`refine`):
+
+1. ``threshold``: binarise at ``alpha >= t`` (the DIS article binarises IS-Net masks);
+2. ``largest_component``: keep the largest connected object (8-connectivity on ``alpha >= 0.5``);
+   soft pixels belong to the object whose nearest strong pixel is theirs, so soft edges of the
+   kept object survive and those of removed objects go;
+3. ``fill_holes``: background regions of ``alpha < 0.5`` enclosed by the object become 1;
+4. ``erode``: shrink the mask by N pixels (grey-level minimum over a disc of radius N);
+5. ``feather``: Gaussian blur of the alpha with sigma N pixels (soft edges).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from scipy import ndimage
+
+from salseg.models.registry import is_u2net
+
+NORMALIZATIONS = ("minmax", "sigmoid")
+
+
+def minmax(x: torch.Tensor) -> torch.Tensor:
+    """``(x - min) / (max - min)`` over the whole map; a constant map gives zeros."""
+    lo, hi = x.min(), x.max()
+    span = hi - lo
+    if not torch.isfinite(span) or span <= 0:
+        return torch.zeros_like(x)
+    return (x - lo) / span
+
+
+def restore_alpha(prob: torch.Tensor, original_size: tuple[int, int], model: str,
+                  normalization: str = "minmax") -> np.ndarray:
+    """Probability ``(h, w)`` at model resolution -> float32 alpha ``(H, W)`` at ``original_size``.
+
+    Runs on ``prob``'s device; the result is a NumPy array on the CPU.
+    """
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    prob = prob.float().reshape(prob.shape[-2:])
+    height, width = original_size
+    if is_u2net(model):
+        if normalization == "minmax":
+            prob = minmax(prob)
+        q = torch.floor(prob.clamp(0, 1) * 255).to(torch.uint8).cpu().numpy()
+        if q.shape != (height, width):
+            q = np.asarray(Image.fromarray(q).resize((width, height), Image.BILINEAR))
+        return q.astype(np.float32) / np.float32(255)
+    if prob.shape != (height, width):
+        prob = F.interpolate(prob[None, None], size=(height, width), mode="bilinear",
+                             align_corners=False)[0, 0]
+    if normalization == "minmax":
+        prob = minmax(prob)
+    return prob.clamp(0, 1).cpu().numpy().astype(np.float32, copy=False)
+
+
+def to_uint8(alpha: np.ndarray) -> np.ndarray:
+    """Alpha in [0, 1] -> uint8 by truncation of ``alpha * 255`` (official behaviour)."""
+    return np.floor(np.clip(alpha, 0.0, 1.0) * np.float32(255)).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class RefineOptions:
+    """Optional mask clean-up (see the module docstring); the defaults change nothing."""
+
+    threshold: float | None = None
+    largest_component: bool = False
+    fill_holes: bool = False
+    erode: int = 0
+    feather: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.erode < 0:
+            raise ValueError(f"erode must be >= 0 pixels, got {self.erode}")
+        if self.feather < 0:
+            raise ValueError(f"feather must be >= 0 pixels, got {self.feather}")
+
+    @property
+    def active(self) -> bool:
+        return (self.threshold is not None or self.largest_component or self.fill_holes
+                or self.erode > 0 or self.feather > 0)
+
+
+_EIGHT = np.ones((3, 3), dtype=bool)
+
+
+def keep_largest_component(alpha: np.ndarray, level: float = 0.5) -> np.ndarray:
+    """Zero every object but the largest one (soft pixels go with their nearest object)."""
+    strong = alpha >= level
+    labels, count = ndimage.label(strong, structure=_EIGHT)
+    if count <= 1:
+        return alpha
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    keep = int(sizes.argmax())
+    # every pixel takes the label of its nearest strong pixel
+    _, (iy, ix) = ndimage.distance_transform_edt(labels == 0, return_indices=True)
+    nearest = labels[iy, ix]
+    return np.where(nearest == keep, alpha, np.float32(0)).astype(np.float32)
+
+
+def fill_holes(alpha: np.ndarray, level: float = 0.5) -> np.ndarray:
+    """Set enclosed background regions (``alpha < level`` not touching the border) to 1."""
+    strong = alpha >= level
+    filled = ndimage.binary_fill_holes(strong)
+    out = alpha.copy()
+    out[filled & ~strong] = 1.0
+    return out
+
+
+def _disc(radius: int) -> np.ndarray:
+    r = np.arange(-radius, radius + 1)
+    return (r[:, None] ** 2 + r[None, :] ** 2) <= radius * radius
+
+
+def erode(alpha: np.ndarray, pixels: int) -> np.ndarray:
+    """Grey-level erosion (minimum) over a disc of radius ``pixels``; the border counts as 0."""
+    if pixels <= 0:
+        return alpha
+    return ndimage.grey_erosion(alpha, footprint=_disc(pixels), mode="constant", cval=0.0)
+
+
+def feather(alpha: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of the alpha (sigma in pixels)."""
+    if sigma <= 0:
+        return alpha
+    return np.clip(ndimage.gaussian_filter(alpha, sigma=sigma, mode="nearest"), 0, 1).astype(
+        np.float32)
+
+
+def refine(alpha: np.ndarray, options: RefineOptions) -> np.ndarray:
+    """Apply the clean-up steps of ``options`` in the documented order."""
+    if not options.active:
+        return alpha
+    out = alpha.astype(np.float32, copy=True)
+    if options.threshold is not None:
+        out = (out >= options.threshold).astype(np.float32)
+    if options.largest_component:
+        out = keep_largest_component(out)
+    if options.fill_holes:
+        out = fill_holes(out)
+    if options.erode:
+        out = erode(out, options.erode)
+    if options.feather:
+        out = feather(out, options.feather)
+    return out.astype(np.float32, copy=False)
