@@ -180,3 +180,25 @@ def save_state_dict(model: nn.Module, path: str | Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def checkpoint_meta(path: str | Path) -> dict:
+    """What a project ``.ckpt`` says about its model: ``{"name": ..., "input_size": [h, w]}``.
+
+    Empty for other files.  Training stores the architecture name and the resolution it was
+    trained/validated at, so evaluation and prediction default to the same preprocessing.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".ckpt" or not path.is_file():
+        return {}
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise WeightsError(f"{path}: cannot be read as a PyTorch checkpoint ({exc})") from exc
+    hp = obj.get("hyper_parameters", {}) if isinstance(obj, Mapping) else {}
+    meta = {}
+    if hp.get("name"):
+        meta["name"] = canonical_name(str(hp["name"]))
+    if hp.get("input_size"):
+        meta["input_size"] = [int(s) for s in hp["input_size"]]
+    return meta
