@@ -1,0 +1,106 @@
+"""Model mode of ``salseg-eval``: predict every test image of a data config with a checkpoint,
+exactly as ``salseg-predict`` would (the model's official preprocessing, the prediction restored
+to the image's original size and quantised to 8 bits like a saved PNG), then score the maps
+against the original GT masks with the same code as folder mode.
+
+Images are decoded in DataLoader workers; predictions can also be saved as PNG
+(``save_predictions``), so that ``salseg-eval pred_dir=...`` reproduces the numbers.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from salseg.data.io import read_image
+from salseg.data.sources import Pair
+from salseg.evaluation.folder import groups_for
+from salseg.evaluation.io import read_map_u8
+from salseg.evaluation.report import Results, atomic_write_bytes, check_free, write_reports
+from salseg.evaluation.scoring import DatasetScores, score_pairs
+from salseg.predict.postprocess import to_uint8
+from salseg.predict.predictor import Predictor
+
+
+class _Images(Dataset):
+    def __init__(self, pairs: Sequence[Pair], predictor: Predictor) -> None:
+        self.pairs, self.predictor = list(pairs), predictor
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, tuple[int, int], int]:
+        image = read_image(self.pairs[i].image)
+        if self.pairs[i].hflip:
+            image = np.ascontiguousarray(image[:, ::-1])
+        return self.predictor.prepare(image), image.shape[:2], i
+
+
+def _collate(items: list) -> tuple[torch.Tensor, list[tuple[int, int]], list[int]]:
+    return torch.stack([x for x, _, _ in items]), [s for _, s, _ in items], [i for _, _, i in items]
+
+
+def predict_pairs(predictor: Predictor, pairs: Sequence[Pair], batch_size: int = 4,
+                  num_workers: int = 0) -> Iterator[tuple[Pair, np.ndarray]]:
+    """Yield ``(pair, uint8 prediction at the image's size)`` for every pair, in order."""
+    loader = DataLoader(_Images(pairs, predictor), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers, collate_fn=_collate)
+    for batch, sizes, idx in loader:
+        probs = predictor.infer(batch)
+        for prob, size, i in zip(probs, sizes, idx):
+            yield pairs[i], to_uint8(predictor.finish(prob, size))
+
+
+def _items(predictor: Predictor, pairs: Sequence[Pair], batch_size: int, num_workers: int,
+           save_dir: Path | None, overwrite: bool) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    import io
+
+    from PIL import Image
+
+    for pair, pred in predict_pairs(predictor, pairs, batch_size, num_workers):
+        name = pair.stem + ("__hflip" if pair.hflip else "")
+        gt = read_map_u8(pair.mask)
+        if pair.hflip:
+            gt = np.ascontiguousarray(gt[:, ::-1])
+        if save_dir is not None:
+            buf = io.BytesIO()
+            Image.fromarray(pred).save(buf, format="PNG")
+            atomic_write_bytes(save_dir / f"{name}.png", buf.getvalue(), overwrite)
+        yield name, pred, gt
+
+
+def evaluate_model(predictor: Predictor, test_sets: Sequence[tuple[str, Sequence[Pair]]],
+                   out_dir: str | Path, convention: str = "u2net", method: str | None = None,
+                   groups: str | Sequence[str] = "auto", batch_size: int = 4, num_workers: int = 0,
+                   save_predictions: bool = False, workers: int = 0, hce_binarize: str = "dis",
+                   skeleton_cache: str | None = None, progress: bool = True, plots: bool = True,
+                   overwrite: bool = False) -> tuple[Results, dict[str, Path]]:
+    """Predict and score every test set; write the same reports as folder mode into ``out_dir``."""
+    out_dir = Path(out_dir)
+    check_free(out_dir, overwrite)
+    method = method or predictor.name
+    per_dataset: dict[str, DatasetScores] = {}
+    metric_groups = groups_for(convention, groups)
+    for name, pairs in test_sets:
+        missing = [p.image for p in pairs if p.mask is None]
+        if missing:
+            raise ValueError(f"test set {name}: {len(missing)} image(s) without a GT mask, e.g. {missing[0]}")
+        save_dir = out_dir / "predictions" / name if save_predictions else None
+        if save_dir is not None:
+            save_dir.mkdir(parents=True, exist_ok=True)
+        scores = score_pairs(_items(predictor, pairs, batch_size, num_workers, save_dir, overwrite),
+                             convention=convention, groups=metric_groups, hce_binarize=hce_binarize,
+                             skeleton_cache=skeleton_cache, workers=workers, progress=progress,
+                             desc=f"{method} / {name}", total=len(pairs))
+        per_dataset[name] = scores
+    results: Results = {method: per_dataset}
+    paths = write_reports(results, out_dir, plots=plots, overwrite=overwrite)
+    return results, paths
+
+
+def summary_row(scores: DatasetScores) -> dict[str, Any]:
+    return {k: v for k, v in scores.summary.items() if isinstance(v, (int, float))}
