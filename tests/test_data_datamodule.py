@@ -252,3 +252,23 @@ def test_epoch_seeded_order_and_augmentation(synth_root):
         assert [p for p, _ in a] == [p for p, _ in b]
         assert all(torch.equal(x, y) for (_, x), (_, y) in zip(a, b))
         assert [p for p, _ in a] != [p for p, _ in c]
+
+
+def test_mix_adds_a_seeded_fraction_after_the_val_split(tmp_path):
+    from salseg.data.datamodule import SegDataModule
+
+    synth = {"size": [32, 32], "n_train": 20, "n_val": 4}
+    dm = SegDataModule(name="custom", root=str(tmp_path), synthetic=synth, val_split=0.25,
+                       train=[{"kind": "synthetic", "split": "val"}], check="header",
+                       mix=[{"kind": "synthetic", "split": "train", "fraction": 0.5}],
+                       aug={"name": "u2net_paper", "size": 32, "crop": None}, verbose=False)
+    dm.setup("fit")
+    mixed = [p for p in dm.train_pairs if "/train/" in p.image]
+    assert len(mixed) == 10  # half of the 20 training pairs
+    assert all("/val/" in p.image for p in dm.val_pairs) and len(dm.val_pairs) == 1
+    dm2 = SegDataModule(name="custom", root=str(tmp_path), synthetic=synth, val_split=0.25,
+                        train=[{"kind": "synthetic", "split": "val"}], check="header",
+                        mix=[{"kind": "synthetic", "split": "train", "fraction": 0.5}],
+                        aug={"name": "u2net_paper", "size": 32, "crop": None}, verbose=False)
+    dm2.setup("fit")
+    assert [p.image for p in dm2.train_pairs] == [p.image for p in dm.train_pairs]

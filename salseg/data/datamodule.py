@@ -14,6 +14,9 @@ Splits:
 * ``test``: list of source specs; **one dataloader per spec** (``test_names`` gives their
   names), so an evaluation can sweep several sets.
 * ``offline_hflip``: sets the option of every DUTS training source (virtual flip doubling).
+* ``mix``: extra training sources added after the val split (e.g. a fraction of DUTS-TR while
+  fine-tuning on a small custom set); any source spec may carry ``fraction: 0.2`` to use a seeded
+  random fraction of its pairs.
 * Custom shortcut: ``images``/``masks`` (+ optional ``val_images``/``val_masks``) or
   ``pairs_file`` (+ ``val_pairs_file``) instead of ``train``/``val``.
 
@@ -60,6 +63,15 @@ def _specs(x: Any) -> list[dict]:
     return [dict(s) for s in x]
 
 
+def subsample(pairs: list[Pair], fraction: float, seed: int, name: str) -> list[Pair]:
+    """A seeded random ``fraction`` of ``pairs`` (source spec key ``fraction``), order kept."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"data source '{name}': fraction must be in (0, 1], got {fraction}")
+    n = max(1, int(round(len(pairs) * fraction))) if pairs else 0
+    keep = set(np.random.default_rng(seed).permutation(len(pairs))[:n].tolist())
+    return [p for i, p in enumerate(pairs) if i in keep]
+
+
 class SegDataModule(L.LightningDataModule):
     """Sources + validation + recipe -> train / val / test dataloaders."""
 
@@ -97,6 +109,7 @@ class SegDataModule(L.LightningDataModule):
         synthetic: Mapping | None = None,
         cache: Mapping | None = None,
         verbose: bool = True,
+        mix: Sequence[Mapping] | None = None,
     ) -> None:
         super().__init__()
         if on_error not in ("raise", "skip"):
@@ -119,6 +132,7 @@ class SegDataModule(L.LightningDataModule):
         if val_pairs_file is not None:
             self.val_specs.append({"kind": "list", "file": val_pairs_file, "name": f"{name}-val"})
         self.val_split = float(val_split)
+        self.mix_specs = _specs(mix)
         if offline_hflip is not None:  # data.offline_hflip applies to every DUTS training source
             for spec in self.train_specs:
                 if spec.get("kind") == "duts":
@@ -152,12 +166,17 @@ class SegDataModule(L.LightningDataModule):
     def _pairs(self, specs: list[dict], label: str) -> list[Pair]:
         pairs: list[Pair] = []
         for spec in specs:
+            spec = dict(spec)
+            fraction = spec.pop("fraction", None)
             listing = list_source(spec, self.root, self.synthetic)
             name = spec.get("name") or listing.name or label
             report = check_pairs(listing.pairs, name=name, listing=listing, level=self.check,
                                  workers=self.check_workers)
             self.reports[name] = report
-            pairs.extend(apply_policy(report, self.on_error, self.skip_log_dir))
+            usable = apply_policy(report, self.on_error, self.skip_log_dir)
+            if fraction is not None:
+                usable = subsample(usable, float(fraction), self.seed, name)
+            pairs.extend(usable)
             if self.verbose and report.issues and not report.errors:
                 notes = report.counts()
                 msg = ", ".join(f"{k}={v}" for k, v in sorted(notes.items()))
@@ -190,6 +209,8 @@ class SegDataModule(L.LightningDataModule):
                 train = self._pairs(self.train_specs, "train")
                 if not self.val_specs and self.val_split > 0:
                     train, self.val_pairs = self._split(train)
+                if self.mix_specs:  # mixed in after the val split: never held out
+                    train = train + self._pairs(self.mix_specs, "mix")
                 self.train_pairs = train
             if self.val_pairs is None:
                 if self.val_specs:

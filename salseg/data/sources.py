@@ -307,8 +307,12 @@ def _saliency(root: Path, name: str) -> Listing:
 
 
 def _rel(root: Path, p: str | Path) -> Path:
+    """Absolute paths as given; a relative path is taken from the current directory when it
+    exists there (what users type on the command line), else from the data root."""
     q = Path(str(p)).expanduser()
-    return q if q.is_absolute() else root / q
+    if q.is_absolute():
+        return q
+    return q.resolve() if q.exists() else root / q
 
 
 def list_source(spec: Mapping, root: str | Path | None = None,
