@@ -27,7 +27,11 @@ lint: install
 demo: install
 	$(PY) scripts/demo.py
 
-bench: install
+$(VENV)/.bench-installed: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	@touch $@
+
+bench: $(VENV)/.bench-installed
 	$(PY) benchmarks/run_all.py $(BENCH_FLAGS)
 
 clean-demo:

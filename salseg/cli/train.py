@@ -1,9 +1,24 @@
-"""``salseg-train`` / ``python train.py``: training entry point (arrives with the training issue)."""
+"""``salseg-train`` / ``python train.py``: Hydra entry point for training (docs/training.md).
+
+``python train.py model=isnet`` without ``model.gt_encoder_ckpt`` runs IS-Net's two phases in one
+command: phase 1 trains the GT encoder (``model.gt_encoder``) until its stopping rule, saves
+``gt_encoder/gt_encoder.ckpt`` in the run directory, then phase 2 trains IS-Net against it.
+"""
 from __future__ import annotations
 
-import sys
+import hydra
+from omegaconf import DictConfig
+
+from salseg.training import CONFIG_DIR, train
+
+
+@hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
+def _hydra_main(cfg: DictConfig) -> float | None:
+    return train(cfg)
 
 
 def main() -> None:
-    sys.stderr.write("salseg-train: training is not implemented yet (issue 5, in progress).\n")
-    raise SystemExit(2)
+    _hydra_main()
+
+
+__all__ = ["main"]

@@ -1,0 +1,149 @@
+"""``SegmentationTask``: the LightningModule shared by every salseg model.
+
+It only wires things together: a model from ``salseg.models`` (optionally initialised from any
+checkpoint, converted to ``channels_last`` and/or compiled), an optimizer and scheduler given as
+Hydra ``_partial_`` objects, validation metrics from ``salseg.metrics`` computed at the
+ground truth's original resolution, and TensorBoard logging of every loss term and of image grids
+(input / GT / prediction).  Subclasses define ``compute_loss``.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from salseg.models import canonical_name, create_model, get_spec, prediction_logits
+from salseg.models.weights import load_weights
+from salseg.tasks.validation import build_val_metrics
+from salseg.tasks.visualize import prediction_grid
+
+ENCODER_PREFIXES = ("conv_in", "stage1.", "stage2.", "stage3.", "stage4.", "stage5.", "stage6.")
+
+
+class SegmentationTask(L.LightningModule):
+    """Base task: model + optimizer + validation metrics + logging."""
+
+    def __init__(
+        self,
+        name: str,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        scheduler_interval: str = "epoch",
+        init_weights: str | None = None,
+        channels_last: bool = False,
+        compile: bool = False,
+        freeze_encoder_epochs: int = 0,
+        val_convention: str = "u2net",
+        log_images_every_n_steps: int = 0,
+        num_log_images: int = 4,
+        net_kwargs: dict | None = None,
+        input_size: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        # ``name`` and ``input_size`` (the training/eval resolution) travel in the checkpoint, so
+        # that eval and predict use the same preprocessing as training.
+        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+        self.name = canonical_name(name)
+        self.spec = get_spec(self.name)
+        self.model = create_model(self.name, **(net_kwargs or {}))
+        if init_weights:
+            load_weights(self.model, init_weights, name=self.name)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.channels_last = channels_last
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        # Compiled forward kept outside the module tree, so state-dict keys stay official.
+        self._compiled: list[Callable] = [torch.compile(self.model)] if compile else []
+        self.val_metrics = build_val_metrics(val_convention)
+
+    # ------------------------------------------------------------------ model
+    def forward(self, x: torch.Tensor) -> Any:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self._compiled[0](x) if self._compiled else self.model(x)
+
+    def model_input(self, batch: dict) -> torch.Tensor:
+        return batch["image"]
+
+    def compute_loss(self, batch: dict, outputs: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    # --------------------------------------------------------------- training
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        outputs = self(self.model_input(batch))
+        loss, terms = self.compute_loss(batch, outputs)
+        bs = batch["mask"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, batch_size=bs)
+        every = self.hparams.log_images_every_n_steps
+        if every and self.global_step % every == 0:
+            self._log_grid("train/images", batch, outputs)
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        frozen = self.current_epoch < self.hparams.freeze_encoder_epochs
+        for key, param in self.model.named_parameters():
+            if key.startswith(ENCODER_PREFIXES):
+                param.requires_grad_(not frozen)
+
+    # ------------------------------------------------------------- validation
+    def predict_probabilities(self, batch: dict) -> torch.Tensor:
+        """Sigmoid of the prediction map at the network's input size, ``(B, 1, h, w)``."""
+        return torch.sigmoid(prediction_logits(self.name, self(self.model_input(batch))).float())
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        outputs = self(self.model_input(batch))
+        prob = torch.sigmoid(prediction_logits(self.name, outputs).float())
+        gts: Sequence[torch.Tensor] = batch.get("gt") or list(batch["mask"])
+        for p, gt in zip(prob, gts):
+            gt = gt.to(p.device).float()
+            if gt.ndim == 2:
+                gt = gt[None]
+            if p.shape[-2:] != gt.shape[-2:]:
+                p = F.interpolate(p[None], size=gt.shape[-2:], mode="bilinear", align_corners=False)[0]
+            self.val_metrics.update(p.clamp(0, 1), gt)
+        if batch_idx == 0:
+            self._log_grid("val/images", batch, outputs)
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metrics.compute()
+        self.val_metrics.reset()
+        self.log("val/maxF", values["max_f"], prog_bar=True, sync_dist=False)
+        self.log("val/mae", values["mae"], prog_bar=True, sync_dist=False)
+
+    # -------------------------------------------------------------- optimizer
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.model.parameters()]
+        if self.optimizer_factory is None:
+            optimizer = torch.optim.Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)
+        else:
+            optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval}}
+
+    # ---------------------------------------------------------------- logging
+    def _log_grid(self, tag: str, batch: dict, outputs: Any) -> None:
+        logger = self.logger
+        experiment = getattr(logger, "experiment", None) if logger is not None else None
+        if experiment is None or not hasattr(experiment, "add_image") or self.global_rank != 0:
+            return
+        with torch.no_grad():
+            prob = torch.sigmoid(prediction_logits(self.name, outputs).detach().float())
+            grid = prediction_grid(self.model_input(batch).detach(), batch["mask"].detach(), prob,
+                                   self.spec, self.hparams.num_log_images)
+        experiment.add_image(tag, grid, self.global_step)
+
+
+def frozen(module: nn.Module) -> nn.Module:
+    """Freeze all parameters of ``module`` (BatchNorm statistics are governed by its mode)."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
