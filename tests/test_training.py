@@ -214,3 +214,38 @@ def test_isnet_two_phases_in_one_command(data_root, tmp_path):
     ckpt = torch.load(summary["last_checkpoint"], map_location="cpu", weights_only=True)
     assert ckpt["hyper_parameters"]["gt_encoder_ckpt"] == str(enc)
     assert any(k.startswith("gt_encoder.") for k in ckpt["state_dict"])
+
+
+def test_threshold_stopping_is_the_official_phase1_rule():
+    from types import SimpleNamespace
+
+    from salseg.callbacks import ThresholdStopping
+
+    cb = ThresholdStopping(monitor="val/maxF", threshold=0.99)
+    trainer = SimpleNamespace(sanity_checking=False, should_stop=False,
+                              callback_metrics={"val/maxF": torch.tensor(0.99, dtype=torch.float64)})
+    cb.on_validation_end(trainer, None)
+    assert not trainer.should_stop  # strictly greater, as the official `> 0.99`
+    trainer.callback_metrics["val/maxF"] = torch.tensor(0.985)
+    cb.on_validation_end(trainer, None)
+    assert not trainer.should_stop
+    trainer.callback_metrics["val/maxF"] = torch.tensor(0.9901)
+    cb.on_validation_end(trainer, None)
+    assert trainer.should_stop and cb.reached
+
+
+def test_bf16_channels_last_and_tensorboard_images(data_root, tmp_path):
+    cfg = compose_train(["model=u2netp", "trainer=cpu", "trainer.precision=bf16-mixed",
+                         "model.channels_last=true", "trainer.max_epochs=1",
+                         "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
+                         "model.log_images_every_n_steps=1", "trainer.log_every_n_steps=1",
+                         *tiny_data_overrides(data_root)], tmp_path)
+    train(cfg)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert {"train/images", "val/images"} <= set(tags["images"])
+    assert {"train/loss", "train/bce_fused", "val/maxF", "val/mae"} <= set(tags["scalars"])
+    assert any(t.startswith("lr-") for t in tags["scalars"])

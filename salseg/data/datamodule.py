@@ -250,7 +250,8 @@ class SegDataModule(L.LightningDataModule):
     def _loader(self, ds: SegDataset, train: bool) -> DataLoader:
         # training order, worker seeds and in-process augmentation are a function of
         # (seed, epoch) through EpochShuffleSampler (Lightning calls set_epoch every epoch)
-        sampler = EpochShuffleSampler(ds, self.seed) if train else None
+        rank = self.trainer.global_rank if getattr(self, "trainer", None) is not None else 0
+        sampler = EpochShuffleSampler(ds, self.seed, rank=rank) if train else None
         g = sampler.generator if sampler is not None else torch.Generator()
         if sampler is None:
             g.manual_seed(self.seed)

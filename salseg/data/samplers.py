@@ -6,8 +6,9 @@ resume).  The sampler then reseeds (1) its own permutation generator, which is a
 DataLoader's generator and therefore decides the base seed of every worker, and (2) the
 in-process augmentation stream of the dataset (``num_workers=0``).  A run resumed from a
 checkpoint taken at an epoch boundary therefore sees exactly the batches and augmentations that
-the uninterrupted run saw.  Under DDP Lightning replaces this sampler by a
-``DistributedSampler``, which is epoch-seeded in the same way.
+the uninterrupted run saw.  The order depends on ``(seed, epoch)`` only; the augmentation and
+worker seeds also on the process ``rank``, so DDP ranks draw different augmentations.  Under DDP
+Lightning wraps this sampler in a ``DistributedSampler`` that shuffles by ``(seed, epoch)``.
 """
 from __future__ import annotations
 
@@ -26,16 +27,17 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 class EpochShuffleSampler(Sampler[int]):
-    def __init__(self, data_source: Sized, seed: int = 0) -> None:
+    def __init__(self, data_source: Sized, seed: int = 0, rank: int = 0) -> None:
         self.data_source = data_source
         self.seed = int(seed)
+        self.rank = int(rank)  # decorrelates augmentation streams across DDP ranks (not the order)
         self.epoch = 0
         self.generator = torch.Generator()
         self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
-        s = epoch_seed(self.seed, self.epoch)
+        s = epoch_seed(self.seed + 7919 * self.rank, self.epoch)
         self.generator.manual_seed(s)
         reseed = getattr(self.data_source, "reseed", None)
         if callable(reseed):
