@@ -117,7 +117,6 @@ def test_overfit_one_batch_loss_falls(data_root, tmp_path):
     assert losses[-1] < 0.5 * losses[0]
 
 
-@pytest.mark.slow
 def test_learning_loss_falls_and_max_f_rises(data_root, tmp_path):
     overrides = ["model=u2netp", "trainer=cpu", "logger=csv", "trainer.max_epochs=6",
                  "trainer.log_every_n_steps=1",
@@ -198,7 +197,6 @@ def _run(overrides: list[str], out: Path) -> Path:
     return out / "csv" / "metrics.csv"
 
 
-@pytest.mark.slow
 def test_isnet_two_phases_in_one_command(data_root, tmp_path):
     """`python train.py model=isnet` without a GT encoder runs phase 1, then phase 2."""
     cfg = compose_train(["model=isnet", "trainer=cpu", "logger=csv", "trainer.max_epochs=1",
