@@ -23,8 +23,9 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from salseg.atomic import write_text_atomic
+
 log = logging.getLogger("salseg.train")
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 PIPELINE_KEYS = ("gt_encoder",)  # model-config keys read by the pipeline, not the task
 
 
@@ -35,14 +36,15 @@ def run_dir() -> Path:
         return Path(os.getcwd())
 
 
-def instantiate_list(cfg: DictConfig | None) -> list[Any]:
-    """Instantiate every ``_target_`` entry of a config group (``callbacks`` / ``logger``)."""
+def instantiate_list(cfg: DictConfig | None, **overrides: Any) -> list[Any]:
+    """Instantiate every ``_target_`` entry of a config group (``callbacks`` / ``logger``);
+    ``overrides`` replace keys that an entry has."""
     out: list[Any] = []
     if not cfg:
         return out
     for _, entry in cfg.items():
         if isinstance(entry, DictConfig) and "_target_" in entry:
-            out.append(instantiate(entry))
+            out.append(instantiate(entry, **{k: v for k, v in overrides.items() if k in entry}))
     return out
 
 
@@ -66,10 +68,8 @@ def make_trainer(cfg: DictConfig, out_dir: Path, logger_name: str | None = None,
     for cb in callbacks:
         if isinstance(cb, ModelCheckpoint):
             cb.dirpath = str(out_dir / "checkpoints")
-    loggers = instantiate_list(cfg.get("logger"))
-    for lg in loggers:  # phase 1 logs beside phase 2, in its own sub-folder
-        if logger_name is not None and hasattr(lg, "_name"):
-            lg._name = logger_name
+    # phase 1 logs beside phase 2, under its own name
+    loggers = instantiate_list(cfg.get("logger"), **({"name": logger_name} if logger_name else {}))
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
@@ -131,7 +131,7 @@ def checkpoint_score(path: str) -> float | None:
     """The ModelCheckpoint score stored in one of our own Lightning checkpoints."""
     import torch
 
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)
     for key, value in state.get("callbacks", {}).items():
         if key.startswith("ModelCheckpoint") and value.get("best_model_score") is not None:
             return float(value["best_model_score"])
@@ -159,7 +159,5 @@ def write_summary(out: Path, trainer: L.Trainer, best: float | None, cfg: DictCo
         "epochs": trainer.current_epoch,
         "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1},
     }
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".train_summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out / "train_summary.json")
+    # a resumed run updates the summary of the run it continues
+    write_text_atomic(json.dumps(summary, indent=2), out / "train_summary.json", overwrite=True)

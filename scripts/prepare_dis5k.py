@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Prepare DIS5K for salseg: place, verify (layout, counts, data check), print ``data.root=...``.
+"""Prepare DIS5K for salseg: place, report_prepared (layout, counts, data check), print ``data.root=...``.
 
 Examples::
 
@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from salseg.data.errors import DataError
-from salseg.data.prepare import OFFICIAL, Remote, download, extract_splits, verify
+from salseg.data.prepare import OFFICIAL, Remote, download, extract_splits, report_prepared
 from salseg.data.sources import DIS5K_SPLITS, list_source, resolve_root
 
 
@@ -70,12 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     except DataError as e:
         print(f"prepare_dis5k: {e}", file=sys.stderr)
         return 1
-    ok, _ = verify(listings, not args.no_count_check, args.level, args.workers)
-    if not ok:
-        print("prepare_dis5k: FAILED (see above)", file=sys.stderr)
-        return 1
-    print(f"data.root={root}")
-    return 0
+    return report_prepared("prepare_dis5k", listings, root, args)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from salseg.cli.eval import run
+from salseg.config import CONFIG_DIR
 from salseg.evaluation import EvaluationError
 from salseg.models import create_model
-from salseg.training import CONFIG_DIR
 
 
 def _custom_set(tmp_path: Path, n: int = 3) -> tuple[Path, Path]:

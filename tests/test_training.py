@@ -11,8 +11,9 @@ from hydra.utils import instantiate
 from parity_helpers import deterministic_state_dict, fixture
 from train_helpers import compose_train, tiny_data_overrides
 
+from salseg.config import CONFIG_DIR
 from salseg.models import create_model
-from salseg.training import CONFIG_DIR, task_config, train
+from salseg.training import task_config, train
 
 EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 

@@ -8,7 +8,7 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from salseg.training import CONFIG_DIR
+from salseg.config import CONFIG_DIR
 
 
 def tiny_data_overrides(data_root: Path, size: int = 64, n_train: int = 16, n_val: int = 8,

@@ -16,11 +16,10 @@ import hydra
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from salseg.config import CONFIG_DIR
 from salseg.data.errors import DataError
 from salseg.evaluation import EvaluationError, evaluate_folders
 from salseg.models.weights import WeightsError
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent.parent / "configs"
 
 
 def run(cfg: DictConfig, out_dir: str | Path) -> dict:
@@ -90,7 +89,6 @@ def run_model_mode(cfg: DictConfig, out_dir: str | Path) -> dict:
     metrics = cfg.get("metrics", "auto")
     if isinstance(metrics, ListConfig):
         metrics = [str(m) for m in metrics]
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     results, paths = evaluate_model(
         predictor, test_sets, out_dir, convention=convention, method=cfg.get("method"),
         groups=metrics, batch_size=int(cfg.get("batch_size", 4)),

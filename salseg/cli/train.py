@@ -9,7 +9,8 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from salseg.training import CONFIG_DIR, train
+from salseg.config import CONFIG_DIR
+from salseg.training import train
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")

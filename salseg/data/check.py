@@ -39,7 +39,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -47,6 +46,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from salseg.atomic import write_text_atomic
 from salseg.data.errors import DataCheckError, DataError
 from salseg.data.io import image_size, load_image, load_mask
 from salseg.data.sources import Listing, Pair
@@ -308,11 +308,7 @@ def check_pairs(
 
 def _atomic_write(path: Path, text: str) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        write_text_atomic(text, path, overwrite=True)
     except OSError:  # a read-only cache only costs a re-check next time
         pass
 
@@ -326,11 +322,7 @@ def write_skip_log(report: CheckReport, log_dir: str | Path | None = None) -> Pa
     lines = [f"# salseg data check '{report.name}': {len(report.errors)} error(s); "
              "every file below was skipped", "# rule\tfile\tproblem"]
     lines += [f"{i.rule}\t{i.path}\t{i.message}" for i in report.errors]
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=log_dir)
-    with os.fdopen(fd, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic("\n".join(lines) + "\n", path, overwrite=True)
 
 
 def apply_policy(report: CheckReport, on_error: str = "raise", log_dir: str | Path | None = None,

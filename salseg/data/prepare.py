@@ -170,3 +170,14 @@ def verify(listings: list[Listing], check_counts: bool, level: str, workers: int
                 for i in rep.errors:
                     print(f"  {i}", file=stream)
     return ok, reports
+
+
+def report_prepared(tool: str, listings: list[Listing], root: Path, args) -> int:  # noqa: ANN001
+    """The end of a prepare script: verify the listings (``args.no_count_check``, ``args.level``,
+    ``args.workers``), then print the ``data.root=...`` override; returns the exit status."""
+    ok, _ = verify(listings, not args.no_count_check, args.level, args.workers)
+    if not ok:
+        print(f"{tool}: FAILED (see above)", file=sys.stderr)
+        return 1
+    print(f"data.root={root}")
+    return 0

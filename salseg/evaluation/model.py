@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -20,8 +19,9 @@ from salseg.data.io import read_image
 from salseg.data.sources import Pair
 from salseg.evaluation.folder import groups_for
 from salseg.evaluation.io import read_map_u8
-from salseg.evaluation.report import Results, atomic_write_bytes, check_free, write_reports
+from salseg.evaluation.report import Results, check_free, write_reports
 from salseg.evaluation.scoring import DatasetScores, score_pairs
+from salseg.predict.io import write_png
 from salseg.predict.postprocess import to_uint8
 from salseg.predict.predictor import Predictor
 
@@ -57,19 +57,13 @@ def predict_pairs(predictor: Predictor, pairs: Sequence[Pair], batch_size: int =
 
 def _items(predictor: Predictor, pairs: Sequence[Pair], batch_size: int, num_workers: int,
            save_dir: Path | None, overwrite: bool) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    import io
-
-    from PIL import Image
-
     for pair, pred in predict_pairs(predictor, pairs, batch_size, num_workers):
         name = pair.stem + ("__hflip" if pair.hflip else "")
         gt = read_map_u8(pair.mask)
         if pair.hflip:
             gt = np.ascontiguousarray(gt[:, ::-1])
         if save_dir is not None:
-            buf = io.BytesIO()
-            Image.fromarray(pred).save(buf, format="PNG")
-            atomic_write_bytes(save_dir / f"{name}.png", buf.getvalue(), overwrite)
+            write_png(pred, save_dir / f"{name}.png", overwrite=overwrite)
         yield name, pred, gt
 
 
@@ -101,6 +95,3 @@ def evaluate_model(predictor: Predictor, test_sets: Sequence[tuple[str, Sequence
     paths = write_reports(results, out_dir, plots=plots, overwrite=overwrite)
     return results, paths
 
-
-def summary_row(scores: DatasetScores) -> dict[str, Any]:
-    return {k: v for k, v in scores.summary.items() if isinstance(v, (int, float))}

@@ -16,11 +16,10 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from salseg.atomic import OutputExistsError, write_bytes_atomic
 from salseg.evaluation.errors import EvaluationError
 from salseg.evaluation.scoring import DatasetScores
 
@@ -44,19 +43,10 @@ Results = dict[str, dict[str, DatasetScores]]  # method -> dataset -> scores
 
 
 def atomic_write_bytes(path: Path, data: bytes, overwrite: bool = False) -> None:
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise EvaluationError(f"{path} exists; not overwriting it (pass overwrite=true)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+        write_bytes_atomic(data, path, overwrite=overwrite)
+    except OutputExistsError:
+        raise EvaluationError(f"{path} exists; not overwriting it (pass overwrite=true)") from None
 
 
 def atomic_write_text(path: Path, text: str, overwrite: bool = False) -> None:

@@ -18,6 +18,8 @@ matches another architecture, the sentence "this looks like a <name> checkpoint;
 from __future__ import annotations
 
 import functools
+import os
+import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -160,9 +162,6 @@ def load_model(name: str, path: str | Path | None = None, **kwargs) -> nn.Module
 
 def save_state_dict(model: nn.Module, path: str | Path) -> Path:
     """Save ``model``'s state dict atomically (``.safetensors`` or a torch pickle by suffix)."""
-    import os
-    import tempfile
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

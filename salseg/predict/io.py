@@ -8,44 +8,14 @@ without hard links an existence check followed by ``os.replace`` is used instead
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from salseg.atomic import OutputExistsError, write_bytes_atomic
 
-class OutputExistsError(FileExistsError):
-    """The destination exists and overwriting was not requested."""
-
-
-def write_bytes_atomic(data: bytes, path: str | Path, overwrite: bool = False) -> Path:
-    """Write ``data`` to ``path`` atomically; raise :class:`OutputExistsError` if it exists."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not overwrite and path.exists():
-        raise OutputExistsError(f"{path}: exists (use --overwrite to replace it)")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise OutputExistsError(f"{path}: exists (use --overwrite to replace it)") from None
-            except OSError:  # no hard links here (some network / FAT file systems)
-                if path.exists():
-                    raise OutputExistsError(f"{path}: exists (use --overwrite)") from None
-                os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+__all__ = ["OutputExistsError", "encode_png", "write_bytes_atomic", "write_png"]
 
 
 def encode_png(array: np.ndarray) -> bytes:

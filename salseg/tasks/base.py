@@ -92,10 +92,6 @@ class SegmentationTask(L.LightningModule):
                 param.requires_grad_(not frozen)
 
     # ------------------------------------------------------------- validation
-    def predict_probabilities(self, batch: dict) -> torch.Tensor:
-        """Sigmoid of the prediction map at the network's input size, ``(B, 1, h, w)``."""
-        return torch.sigmoid(prediction_logits(self.name, self(self.model_input(batch))).float())
-
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         outputs = self(self.model_input(batch))
         prob = torch.sigmoid(prediction_logits(self.name, outputs).float())
