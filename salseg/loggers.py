@@ -24,9 +24,10 @@ class HistoryKeepingWriter(_LightningWriter):
     """CSV experiment writer that continues an existing ``metrics.csv`` instead of deleting it."""
 
     def __init__(self, log_dir: str) -> None:
-        self._trimmed = False
         super().__init__(log_dir)
-        if os.path.isfile(self.metrics_file_path):
+        # rows of the interrupted run after the resumed step are trimmed once, at the first save
+        self._trim_pending = os.path.isfile(self.metrics_file_path)
+        if self._trim_pending:
             with open(self.metrics_file_path, newline="") as fh:
                 header = next(csv.reader(fh), [])
             self.metrics_keys = list(header)
@@ -46,8 +47,8 @@ class HistoryKeepingWriter(_LightningWriter):
         write_text_atomic(out.getvalue(), self.metrics_file_path, overwrite=True)
 
     def save(self) -> None:
-        if self.metrics and not self._trimmed and os.path.isfile(self.metrics_file_path):
-            self._trimmed = True
+        if self.metrics and self._trim_pending:
+            self._trim_pending = False
             first = min(int(m["step"]) for m in self.metrics)
             rows = self._previous_rows()
             kept = [r for r in rows if r.get("step", "") == "" or int(float(r["step"])) < first]

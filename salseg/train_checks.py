@@ -71,8 +71,9 @@ def check_config(cfg: DictConfig) -> None:
             f"model.loss_form=official with trainer.precision={precision}: the official loss "
             "(nn.BCELoss on sigmoid outputs) runs in fp32 only; use trainer.precision=32-true "
             "or model.loss_form=logits")
-    if cfg.get("ckpt_path"):
-        check_checkpoint_file(cfg.ckpt_path)
+    ckpt = cfg.get("ckpt_path")
+    if ckpt and str(ckpt) not in ("last", "best", "hpc", "registry"):  # Lightning's own names
+        check_checkpoint_file(ckpt)
 
 
 def _nothing_done(summary: Path) -> bool:

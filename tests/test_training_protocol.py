@@ -315,7 +315,8 @@ def test_resume_with_csv_keeps_the_metric_history(data_root, tmp_path):
     rows = _csv_rows(tmp_path / "csv" / "metrics.csv")
     steps = [int(r["step"]) for r in rows if r.get("train/loss")]
     first_steps = [int(r["step"]) for r in first if r.get("train/loss")]
-    assert steps[: len(first_steps)] == first_steps and max(steps) > max(first_steps)
+    assert first_steps[0] == 0 and steps[: len(first_steps)] == first_steps
+    assert max(steps) > max(first_steps)
     assert sum(1 for r in rows if r.get("val/maxF")) == 2  # both epochs' validations
 
 
