@@ -59,6 +59,28 @@ def mkdtemp(dir: str | Path, prefix: str = "") -> str:
     return tmp
 
 
+class OutputFolderError(OSError):
+    """An output folder that cannot be created or written into (named in the message)."""
+
+
+def ensure_writable_dir(folder: str | Path) -> Path:
+    """Create ``folder`` if needed and prove it is writable by creating (and deleting) a temporary
+    file in it; raise :class:`OutputFolderError` naming it otherwise.  Run before long work, so
+    that a read-only or file-typed output is found before any result is computed."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputFolderError(f"output folder {folder}: exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = mkstemp(folder, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise OutputFolderError(f"output folder {folder}: cannot write into it "
+                                f"({exc.strerror or exc})") from None
+    return folder
+
+
 def write_bytes_atomic(data: bytes, path: str | Path, overwrite: bool = False) -> Path:
     """Write ``data`` to ``path`` atomically; raise :class:`OutputExistsError` if it exists."""
     path = Path(path)
