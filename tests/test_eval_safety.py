@@ -141,6 +141,14 @@ def test_transposed_prediction_is_refused_not_stretched(tmp_path):
     assert summary["n_images"] == 1 and summary["n_resized"] == 1
 
 
+def test_score_pairs_refuses_a_transposed_prediction():
+    from salseg.evaluation.scoring import score_pairs
+
+    gt = _square()
+    with pytest.raises(ValueError, match="x: .* transposed"):
+        score_pairs([("x", gt.T.copy(), gt)], groups=["mae"], workers=1, progress=False)
+
+
 def _frames(path: Path, fmt: str) -> Path:
     first = _square()
     frames = [Image.fromarray(first), Image.fromarray(255 - first)]
