@@ -62,21 +62,26 @@ def output_clashes(items: list[InputItem], outdir: str | Path,
     Existing files are compared by identity (device and inode), so every spelling of the same
     file matches; planned outputs that do not exist yet are compared by resolved path (an input
     listed but missing could still be created by the run)."""
+    folders: dict[Path, str] = {}
+
+    def resolved(path: Path) -> str:  # the folder resolved once, not every file
+        if path.parent not in folders:
+            folders[path.parent] = os.path.realpath(path.parent)
+        return os.path.normcase(os.path.join(folders[path.parent], path.name))
+
     by_id: dict[tuple[int, int], Path] = {}
     by_path: dict[str, Path] = {}
     for item in items:
         fid = _file_id(item.path)
         if fid is not None:
             by_id.setdefault(fid, item.path)
-        by_path.setdefault(os.path.normcase(os.path.realpath(item.path)), item.path)
+        by_path.setdefault(resolved(item.path), item.path)
     clashes = []
     for item in items:
         for kind in kinds:
             out = output_path(outdir, item.rel, kind)
             fid = _file_id(out)
-            hit = by_id.get(fid) if fid is not None else None
-            if hit is None:
-                hit = by_path.get(os.path.normcase(os.path.realpath(out)))
+            hit = by_id.get(fid) if fid is not None else by_path.get(resolved(out))
             if hit is not None:
                 clashes.append((out, hit))
     return clashes
