@@ -343,3 +343,22 @@ def test_predict_cli_with_a_name(server, monkeypatch, tmp_path):
     assert predict_main([str(image), "-o", str(tmp_path / "out"), "--weights", "tiny-u2netp",
                          "--device", "cpu"]) == 0
     assert (tmp_path / "out" / "a.png").is_file()
+
+
+def test_onnx_backend_with_a_name_runs_the_published_file(server, monkeypatch, tmp_path):
+    from salseg.export.onnx import export_onnx
+    from salseg.predict import Predictor
+
+    model = random_model("u2netp", seed=6)
+    onnx_path = export_onnx(model, tmp_path / "m.onnx", "u2netp", trace_size=64).path
+    data = onnx_path.read_bytes()
+    server.files["/m.onnx"] = data
+    _register(monkeypatch, entry(Source(server.url("/m.onnx"), md5(data), "m.onnx", "t"),
+                                 name="tiny-onnx", input_size=(64, 64)))
+    onnx_p = Predictor("tiny-onnx", backend="onnx")
+    torch_p = Predictor("tiny-onnx")
+    assert onnx_p.name == torch_p.name == "u2netp"
+    assert onnx_p.preprocessor.size == (64, 64)
+    image = object_image(40, 50)
+    diff = np.abs(onnx_p.predict(image).astype(int) - torch_p.predict(image).astype(int))
+    assert diff.max() <= 1

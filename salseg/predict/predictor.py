@@ -134,13 +134,19 @@ class Predictor:
         self.normalization = normalization
         self.refine_options = refine_options or RefineOptions()
         if backend == "onnx":
+            from salseg.zoo.resolve import zoo_entry_for
+
+            meta = checkpoint_meta(weights) if zoo_entry_for(weights) is not None else {}
+            if meta.get("prediction") == "argmax":
+                raise ValueError(f"{weights}: class-map models run with backend='torch' only")
             weights = _zoo_onnx(weights)
             if not isinstance(weights, (str, Path)) or Path(weights).suffix.lower() != ".onnx":
                 raise ValueError("backend='onnx' needs weights given as a path to an .onnx file")
             path = Path(weights)
             if not path.is_file():
                 raise WeightsError(f"{path}: ONNX file not found")
-            name = canonical_name(model) if model else onnx_model_name(path)
+            name = canonical_name(model) if model else (meta.get("name")
+                                                        or onnx_model_name(path))
             if name is None:
                 from salseg.export.onnx import onnx_to_state_dict
 
@@ -156,7 +162,7 @@ class Predictor:
             net, name = build_model(weights, model)
             self.runner = TorchRunner(net, name, self.device, precision, channels_last)
         self.name = name
-        self.meta = meta if backend != "onnx" else {}
+        self.meta = meta
         self.classes: list[str] = list(self.meta.get("classes") or [])
         self.preprocessor = Preprocessor(name, input_size, resize,
                                          overrides=self.meta.get("preprocessing"))

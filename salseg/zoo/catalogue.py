@@ -287,7 +287,7 @@ ALIASES = {"rmbg-1.4": "briaai/RMBG-1.4", "rmbg": "briaai/RMBG-1.4",
 
 def entries() -> tuple[ZooEntry, ...]:
     """All catalogue entries, in catalogue order."""
-    return ENTRIES
+    return tuple(_BY_NAME.values())
 
 
 def _key(name: str) -> str | None:
