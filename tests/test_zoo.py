@@ -13,7 +13,7 @@ import torch
 from fixtures.predict.helpers import object_image, random_model, save, single_thread  # noqa: F401
 from fixtures.zoo_server import ZooServer
 
-from salseg.models.registry import MODELS, create_model
+from salseg.models.registry import MODELS, create_model, side_logits
 from salseg.models.weights import WeightsError, read_state_dict, save_state_dict
 from salseg.predict.preprocess import Preprocessor
 from salseg.zoo import catalogue
@@ -287,8 +287,7 @@ def test_onnx_source_is_converted_checked_and_cached(arch, server, monkeypatch, 
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref, got = model(x), net.eval()(x)
-    flat = (lambda o: list(o)) if arch == "u2netp" else (lambda o: list(o[0]))
-    for a, b in zip(flat(ref), flat(got)):
+    for a, b in zip(side_logits(arch, ref), side_logits(arch, got)):
         assert (torch.sigmoid(a) - torch.sigmoid(b)).abs().max() <= 1e-4
     # second use: cache hit, no new request, no new conversion
     hits = len(server.hits)
