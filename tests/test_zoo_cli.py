@@ -126,3 +126,21 @@ def test_eval_model_mode_writes_paper_rows(served, tmp_path):
     assert row["metrics"]["max_f"]["diff"] == pytest.approx(scores["max_f"] - 0.5)
     md = (out / "results.md").read_text()
     assert "Paper vs measured: tiny-u2netp" in md and "made up for the test" in md
+
+
+def test_export_and_finetune_init_take_a_name(served, tmp_path):
+    from salseg.cli.export import main as export_main
+    from salseg.tasks import U2NetTask
+
+    out = tmp_path / "tiny.onnx"
+    assert export_main(["--weights", "tiny-u2netp", "-o", str(out), "--trace-size", "64",
+                        "--no-check"]) == 0
+    assert out.is_file()
+    task = U2NetTask(name="u2netp", init_weights="tiny-u2netp")
+    assert not task.freeze_bn  # a .pth source: real BatchNorm statistics
+    _, data = served
+    (tmp_path / "ref.pth").write_bytes(data)
+    from salseg.models.weights import read_state_dict
+
+    for k, v in read_state_dict(tmp_path / "ref.pth").items():
+        assert torch.equal(task.model.state_dict()[k], v), k
