@@ -54,7 +54,7 @@ def test_list_and_info(capsys):
     assert models_main(["info", "u2net_cloth_seg"]) == 0
     out = capsys.readouterr().out
     assert "argmax over classes background, upper, lower, full" in out
-    assert "(768, 768)" in out
+    assert "768x768" in out
     assert models_main(["info", "nope"]) == 2
 
 

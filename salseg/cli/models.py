@@ -56,7 +56,13 @@ def cmd_info(name: str) -> int:
     print(f"  architecture:   {e.architecture} (out_ch={e.out_ch})")
     print(f"  prediction:     {e.prediction}"
           + (f" over classes {', '.join(e.classes)}" if e.classes else ""))
-    print(f"  preprocessing:  {pre if pre else 'the architecture official one'}")
+    from salseg.predict.preprocess import Preprocessor
+
+    spec = Preprocessor(e.architecture, e.input_size, overrides=pre).spec
+    print(f"  preprocessing:  {spec.input_size[0]}x{spec.input_size[1]}, scale {spec.scale}, "
+          f"mean {spec.mean}, std {spec.std} "
+          + (f"(catalogue overrides: {', '.join(sorted(pre))})" if pre
+             else "(the architecture's official preprocessing)"))
     print(f"  license:        {e.license}")
     print(f"  commercial use: {'yes' if e.commercial_use else 'NO (non-commercial license)'}")
     print(f"  training data:  {e.training_data}")
