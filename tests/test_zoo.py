@@ -88,7 +88,8 @@ def test_catalogue_integrity():
         out = pre(object_image(40, 50))
         size = e.input_size or pre.spec.input_size
         assert tuple(out.shape) == (3, *size)
-        net = create_model(e.architecture, **e.model_kwargs)
+        with torch.device("meta"):  # shapes only: no 176 MB initialisations
+            net = create_model(e.architecture, **e.model_kwargs)
         assert getattr(net, "out_ch", 1) == e.out_ch
         if e.prediction == "argmax":
             assert len(e.classes) == e.out_ch
@@ -269,7 +270,9 @@ def test_onnx_source_is_converted_checked_and_cached(arch, server, monkeypatch, 
     from salseg.predict import Predictor
 
     model = random_model(arch, seed=3)
-    onnx_path = export_onnx(model, tmp_path / f"{arch}.onnx", arch, trace_size=64).path
+    # unchecked export: the zoo's own conversion check compares with onnxruntime below
+    onnx_path = export_onnx(model, tmp_path / f"{arch}.onnx", arch, trace_size=64,
+                            check=False).path
     data = onnx_path.read_bytes()
     server.files[f"/{arch}.onnx"] = data
     e = entry(Source(server.url(f"/{arch}.onnx"), md5(data), f"{arch}.onnx", "rembg-like"),
