@@ -16,6 +16,7 @@ The normalisation itself always comes from :func:`salseg.models.spec.get_spec`.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -42,13 +43,20 @@ class Preprocessor:
     """Turn a uint8 RGB image ``(H, W, 3)`` into the normalised model input ``(3, h, w)``."""
 
     def __init__(self, model: str, input_size: int | Sequence[int] | None = None,
-                 resize: str = "official") -> None:
+                 resize: str = "official", overrides: dict | None = None) -> None:
         if resize not in RESIZE_MODES:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, got {resize!r}")
         self.model = canonical_name(model)
         if self.model == "isnet_gt_encoder":
             raise ValueError("isnet_gt_encoder takes masks, not images: it cannot predict")
         self.spec = get_spec(self.model)
+        self.official_scale = self.spec.scale  # the architecture's resize family (not overridden)
+        if overrides:  # a checkpoint's own preprocessing (model-zoo entries), e.g. isnet-anime
+            unknown = set(overrides) - {"input_size", "mean", "std", "scale"}
+            if unknown:
+                raise ValueError(f"unknown preprocessing override(s) {sorted(unknown)}")
+            self.spec = dataclasses.replace(self.spec, **{
+                k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in overrides.items()})
         self.size = as_size(input_size, self.spec)
         if min(self.size) < 1:
             raise ValueError(f"input size must be positive, got {self.size}")
@@ -65,7 +73,7 @@ class Preprocessor:
                 x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False,
                                   antialias=True)
             return x.clamp_(0, 255)
-        if self.spec.scale == "max":  # U2-Net: scikit-image bilinear, float64 in [0, 1]
+        if self.official_scale == "max":  # U2-Net: scikit-image bilinear, float64 in [0, 1]
             from skimage.transform import resize as sk_resize
 
             out = sk_resize(image, (h, w), order=1, mode="constant", anti_aliasing=False)
