@@ -18,8 +18,8 @@ from salseg.export.onnx import (
     export_onnx,
     onnx_to_state_dict,
 )
-from salseg.export.onnx_import import identity_var
 from salseg.models import create_model
+from salseg.models.onnx_import import identity_var
 from salseg.models.weights import WeightsError, load_weights, read_state_dict, save_state_dict
 from salseg.predict import Predictor
 

@@ -10,9 +10,11 @@ Decisions (see docs/data.md, "Decoding"):
 Images
 * EXIF orientation is applied (``ImageOps.exif_transpose``); the official loaders
   (``skimage.io.imread``) ignored it, so a rotated phone photo was fed sideways.
-* Grayscale (``L``, ``1``) is replicated to three channels (official DIS cache; the official
-  U2-Net loader used the R statistics for all channels, which is the same thing after
-  replication).
+* Grayscale (``L``, ``1``, ``LA``, 16-bit and float single-channel) is replicated to three
+  channels (official DIS cache) and marked ``LoadedImage.gray``: normalisation follows the
+  model's grayscale rule (the official U2-Net ``ToTensorLab`` normalises a single-channel image
+  with the R statistics on all three channels, which differs from per-channel statistics; see
+  :class:`salseg.models.card.Preprocessing`).
 * Alpha (``RGBA``, ``LA``, palette with transparency) is **dropped** by default, which is what
   the official U2-Net ``ToTensorLab`` does (it keeps channels 0..2).  ``alpha="black"`` or
   ``"white"`` composites over that colour instead.
@@ -79,6 +81,17 @@ class LoadedImage:
             return (int(self.array.shape[0]), int(self.array.shape[1]))
         assert self.size is not None
         return self.size
+
+    @property
+    def gray(self) -> bool:
+        """Decoded from a single colour channel (see :func:`is_gray_mode`)."""
+        return is_gray_mode(self.mode)
+
+
+def is_gray_mode(mode: str) -> bool:
+    """Whether a Pillow mode holds one colour channel (``1``, ``L``, ``LA``, ``I*``, ``F``):
+    the images the official U2-Net loader sees as single-channel."""
+    return mode in ("1", "L", "LA", "La", "F") or mode.startswith("I")
 
 
 @dataclass
@@ -422,3 +435,9 @@ def image_size(path: str | Path) -> tuple[int, int]:
     if orientation in (5, 6, 7, 8):
         h, w = w, h
     return h, w
+
+
+def image_is_gray(path: str | Path) -> bool:
+    """Whether the image file holds one colour channel, from its header only."""
+    with _open(path) as img:
+        return is_gray_mode(img.mode)

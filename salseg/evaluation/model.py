@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from salseg.data.io import read_image
+from salseg.data.io import load_image
 from salseg.data.sources import Pair
 from salseg.evaluation.folder import groups_for
 from salseg.evaluation.io import read_map_u8
@@ -34,10 +34,11 @@ class _Images(Dataset):
         return len(self.pairs)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, tuple[int, int], int]:
-        image = read_image(self.pairs[i].image)
+        loaded = load_image(self.pairs[i].image)
+        image = loaded.array
         if self.pairs[i].hflip:
             image = np.ascontiguousarray(image[:, ::-1])
-        return self.predictor.prepare(image), image.shape[:2], i
+        return self.predictor.prepare(image, loaded.gray), image.shape[:2], i
 
 
 def _collate(items: list) -> tuple[torch.Tensor, list[tuple[int, int]], list[int]]:

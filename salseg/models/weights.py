@@ -7,7 +7,7 @@ Accepted files:
   possibly with ``module.`` (DataParallel) or ``_orig_mod.`` (torch.compile) key prefixes;
 * Lightning ``.ckpt`` files of this project (the model lives under ``model.`` in the task);
 * ``.safetensors`` files;
-* ``.onnx`` files, when the export module provides an importer (``salseg.export.onnx``).
+* ``.onnx`` files (:mod:`salseg.models.onnx_import`).
 
 Pickles are read with ``torch.load(weights_only=True)``: no code from an untrusted file runs.
 Old checkpoints without ``num_batches_tracked`` load because ``nn.BatchNorm2d`` itself fills the
@@ -27,15 +27,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from salseg.models.registry import MODELS, canonical_name, create_model
+from salseg.models.errors import WeightsError
+from salseg.models.registry import canonical_name, create_model, model_names
 
 PREFIXES = ("module.", "_orig_mod.")
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "params")
 TASK_PREFIX = "model."  # where the LightningModules of salseg.tasks keep the network
-
-
-class WeightsError(RuntimeError):
-    """A checkpoint could not be read or does not fit the model."""
 
 
 def _strip(key: str) -> str:
@@ -79,10 +76,8 @@ def read_state_dict(path: str | Path, prefix: str | None = None) -> OrderedDict[
         except Exception as exc:  # noqa: BLE001 - re-raised with the file name
             raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
     elif suffix == ".onnx":
-        try:
-            from salseg.export.onnx import onnx_to_state_dict
-        except ImportError as exc:
-            raise WeightsError(f"{path}: ONNX import is not available ({exc})") from exc
+        from salseg.models.onnx_import import onnx_to_state_dict
+
         raw = onnx_to_state_dict(path)
     else:
         try:
@@ -113,7 +108,7 @@ def _signature(name: str) -> dict[str, tuple[int, ...]]:
 def guess_architecture(state_dict: Mapping[str, torch.Tensor]) -> str | None:
     """The registry name whose state-dict keys and shapes match ``state_dict``, if any."""
     keys = {k: tuple(v.shape) for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
-    for name in MODELS:
+    for name in model_names():
         sig = {k: s for k, s in _signature(name).items() if not k.endswith("num_batches_tracked")}
         if sig == keys:
             return name

@@ -65,6 +65,32 @@ def _from_array(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out)
 
 
+def is_gray(image: ImageInput) -> bool:
+    """Whether an in-memory image holds one colour channel (PIL gray modes, ``(H, W)`` /
+    ``(H, W, 1)`` arrays, ``(1, H, W)`` / ``(H, W)`` tensors)."""
+    from salseg.data.io import is_gray_mode
+
+    if isinstance(image, Image.Image):
+        return is_gray_mode(image.mode)
+    if isinstance(image, np.ndarray):
+        return image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1)
+    if isinstance(image, torch.Tensor):
+        t = image[0] if image.ndim == 4 and image.shape[0] == 1 else image
+        return t.ndim == 2 or (t.ndim == 3 and t.shape[0] == 1)
+    return False
+
+
+def decode_image(image: ImageInput) -> tuple[np.ndarray, bool]:
+    """``(uint8 RGB (H, W, 3), gray)``: the image and whether it was decoded from one channel
+    (its normalisation follows the model's grayscale rule)."""
+    if isinstance(image, (str, Path)):
+        from salseg.data.io import load_image
+
+        loaded = load_image(image)
+        return loaded.array, loaded.gray
+    return to_rgb_uint8(image), is_gray(image)
+
+
 def to_rgb_uint8(image: ImageInput) -> np.ndarray:
     """Any accepted image (see the module docstring) -> uint8 RGB ``(H, W, 3)``."""
     if isinstance(image, (str, Path)):
