@@ -223,7 +223,7 @@ def export_onnx(model: nn.Module, path: str | Path, name: str, *, opset: int = O
     model = model.eval().cpu().float()
     wrapped = _Exported(model, card, include_features, scale, shift).eval()
     outputs = output_names(name, include_features)
-    in_ch = getattr(model, "in_ch", 3)
+    in_ch = preprocessing.in_channels
     dummy = torch.randn(1, in_ch, trace_size, trace_size)
     dynamic = {"input": {0: "batch", 2: "height", 3: "width"}}
     dynamic.update({o: {0: "batch", 2: "height", 3: "width"} for o in outputs})
