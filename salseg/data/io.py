@@ -60,6 +60,10 @@ from salseg.data.errors import DataError
 log = logging.getLogger(__name__)
 
 ALPHA_MODES = ("drop", "black", "white")
+# the one list of image file extensions salseg accepts (data sources, evaluation folders,
+# salseg-predict inputs)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm",
+                    ".pgm", ".pbm", ".jfif", ".jpe")
 _EXIF_ORIENTATION_TAG = 0x0112
 
 
@@ -245,6 +249,51 @@ def _alpha_composite(rgb: np.ndarray, alpha: np.ndarray, how: str) -> np.ndarray
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+def pil_to_rgb(img: Image.Image, alpha: str = "drop", mode: str | None = None
+               ) -> tuple[np.ndarray, list[str]]:
+    """The one conversion of a decoded (and oriented) Pillow image into uint8 RGB ``(H, W, 3)``,
+    for files (:func:`load_image`) and in-memory PIL images alike; returns the notes too.
+
+    ``mode`` is the file's mode when ``img`` was converted since (default ``img.mode``).
+    """
+    mode = mode or img.mode
+    notes: list[str] = []
+    alpha_arr: np.ndarray | None = None
+    if mode in ("RGB",):
+        rgb = np.asarray(img.convert("RGB") if img.mode != "RGB" else img)
+    elif mode in ("L", "1"):
+        g = np.asarray(img.convert("L"))
+        rgb = np.repeat(g[..., None], 3, axis=2)
+        notes.append("grayscale image replicated to 3 channels")
+    elif mode in ("RGBA", "RGBa", "LA", "La", "PA"):
+        rgba = np.asarray(img.convert("RGBA"))
+        rgb, alpha_arr = rgba[..., :3], rgba[..., 3]
+    elif mode == "P":
+        if "transparency" in img.info:
+            rgba = np.asarray(img.convert("RGBA"))
+            rgb, alpha_arr = rgba[..., :3], rgba[..., 3]
+        else:
+            rgb = np.asarray(img.convert("RGB"))
+        notes.append("palette image converted to RGB")
+    elif mode.startswith("I") or mode == "F":
+        f, note = _high_depth_to_float(np.asarray(img), mode)
+        g = np.clip(np.rint(f * 255.0), 0, 255).astype(np.uint8)
+        rgb = np.repeat(g[..., None], 3, axis=2)
+        notes.append(note + "; replicated to 3 channels")
+    else:  # CMYK, YCbCr, LAB, HSV, ...
+        rgb = np.asarray(img.convert("RGB"))
+        notes.append(f"{mode} image converted to RGB")
+    if alpha_arr is not None:
+        if mode.startswith("L"):
+            notes.append("grayscale image replicated to 3 channels")
+        if alpha == "drop":
+            notes.append("alpha channel dropped")
+        else:
+            rgb = _alpha_composite(rgb, alpha_arr, alpha)
+            notes.append(f"alpha composited over {alpha}")
+    return np.ascontiguousarray(rgb, dtype=np.uint8), notes
+
+
 def load_image(path: str | Path, alpha: str = "drop", fast: bool = True, pixels: bool = True
                ) -> LoadedImage:
     """Decode ``path`` into uint8 RGB ``(H, W, 3)``; see the module docstring for the rules.
@@ -268,41 +317,10 @@ def load_image(path: str | Path, alpha: str = "drop", fast: bool = True, pixels:
             notes.append("EXIF orientation applied")
         if sixteen and mode in ("RGB", "RGBA"):
             notes.append("16-bit colour data reduced to 8 bits (high byte)")
-        alpha_arr: np.ndarray | None = None
         if not pixels and mode == "RGB":
             return LoadedImage(None, mode, raw_size, transposed, notes, (img.height, img.width))
-        if mode in ("RGB",):
-            rgb = np.asarray(img.convert("RGB") if img.mode != "RGB" else img)
-        elif mode in ("L", "1"):
-            g = np.asarray(img.convert("L"))
-            rgb = np.repeat(g[..., None], 3, axis=2)
-            notes.append("grayscale image replicated to 3 channels")
-        elif mode in ("RGBA", "RGBa", "LA", "La", "PA"):
-            rgba = np.asarray(img.convert("RGBA"))
-            rgb, alpha_arr = rgba[..., :3], rgba[..., 3]
-        elif mode == "P":
-            if "transparency" in img.info:
-                rgba = np.asarray(img.convert("RGBA"))
-                rgb, alpha_arr = rgba[..., :3], rgba[..., 3]
-            else:
-                rgb = np.asarray(img.convert("RGB"))
-            notes.append("palette image converted to RGB")
-        elif mode.startswith("I") or mode == "F":
-            f, note = _high_depth_to_float(np.asarray(img), mode)
-            g = np.clip(np.rint(f * 255.0), 0, 255).astype(np.uint8)
-            rgb = np.repeat(g[..., None], 3, axis=2)
-            notes.append(note + "; replicated to 3 channels")
-        else:  # CMYK, YCbCr, LAB, HSV, ...
-            rgb = np.asarray(img.convert("RGB"))
-            notes.append(f"{mode} image converted to RGB")
-        if alpha_arr is not None:
-            if mode.startswith("L"):
-                notes.append("grayscale image replicated to 3 channels")
-            if alpha == "drop":
-                notes.append("alpha channel dropped")
-            else:
-                rgb = _alpha_composite(rgb, alpha_arr, alpha)
-                notes.append(f"alpha composited over {alpha}")
+        rgb, more = pil_to_rgb(img, alpha, mode)
+        notes.extend(more)
     arr = np.ascontiguousarray(rgb, dtype=np.uint8)
     if notes:
         log.debug("%s: %s", path, "; ".join(notes))

@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from salseg.data.io import IMAGE_EXTENSIONS
 from salseg.evaluation.errors import EvaluationError
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def list_maps(folder: str | Path) -> dict[str, Path]:

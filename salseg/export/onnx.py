@@ -30,8 +30,6 @@ size-dependent branches of the up-sampling into the graph.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from salseg.atomic import atomic_output
 from salseg.models.card import IMAGENET_MEAN, IMAGENET_STD, ModelCard, Preprocessing, get_card
 from salseg.models.onnx_import import onnx_to_state_dict
 
@@ -227,10 +226,8 @@ def export_onnx(model: nn.Module, path: str | Path, name: str, *, opset: int = O
     dummy = torch.randn(1, in_ch, trace_size, trace_size)
     dynamic = {"input": {0: "batch", 2: "height", 3: "width"}}
     dynamic.update({o: {0: "batch", 2: "height", 3: "width"} for o in outputs})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(path, overwrite) as tmp_path:
+        tmp = str(tmp_path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(wrapped, (dummy,), tmp, dynamo=False, opset_version=opset,
@@ -254,10 +251,4 @@ def export_onnx(model: nn.Module, path: str | Path, name: str, *, opset: int = O
                                     (trace_size * 3 // 4 + 1, trace_size + 8)]
             report.max_abs_diff = check_onnx(tmp, wrapped, sizes, tolerance=tolerance,
                                              in_ch=in_ch)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return report

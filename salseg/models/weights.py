@@ -18,8 +18,6 @@ matches another architecture, the sentence "this looks like a <name> checkpoint;
 from __future__ import annotations
 
 import functools
-import os
-import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -157,22 +155,17 @@ def load_model(name: str, path: str | Path | None = None, **kwargs) -> nn.Module
 
 def save_state_dict(model: nn.Module, path: str | Path) -> Path:
     """Save ``model``'s state dict atomically (``.safetensors`` or a torch pickle by suffix)."""
+    from salseg.atomic import atomic_output
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_output(path, overwrite=True) as tmp:
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import save_file
 
-            save_file(sd, tmp)
+            save_file(sd, str(tmp))
         else:
             torch.save(sd, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -20,8 +20,8 @@ preprocessing's ``gray`` rule; the official U2-Net rule uses the R statistics on
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
+from dataclasses import fields, replace
 
 import numpy as np
 import torch
@@ -43,9 +43,11 @@ def as_size(size: int | Sequence[int] | None, spec: Preprocessing) -> tuple[int,
 
 
 def resolve_preprocessing(model: str | Preprocessing, input_size: int | Sequence[int] | None = None,
-                          resize: str = "official") -> Preprocessing:
+                          resize: str = "official", overrides: Mapping | None = None
+                          ) -> Preprocessing:
     """A model name's (or a given) preprocessing with the prediction options applied.
 
+    ``overrides`` replaces fields of the record (e.g. a checkpoint's own ``mean``/``std``);
     ``resize="official"`` keeps the preprocessing's own resize, ``"antialias"`` replaces it.
     Refuses models that take masks instead of images (the IS-Net GT encoder).
     """
@@ -58,6 +60,13 @@ def resolve_preprocessing(model: str | Preprocessing, input_size: int | Sequence
         if not card.can_predict:
             raise ValueError(f"{card.name} takes masks, not images: it cannot predict")
         pre = card.preprocessing
+    if overrides:
+        known = {f.name for f in fields(Preprocessing)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ValueError(f"unknown preprocessing override(s) {sorted(unknown)}")
+        pre = replace(pre, **{k: tuple(v) if isinstance(v, list) else v
+                              for k, v in overrides.items()})
     if pre.in_channels != 3:
         raise ValueError(f"prediction needs a 3-channel model input, this one takes "
                          f"{pre.in_channels}")
@@ -74,8 +83,8 @@ class Preprocessor:
     """Turn a uint8 RGB image ``(H, W, 3)`` into the normalised model input ``(3, h, w)``."""
 
     def __init__(self, model: str | Preprocessing, input_size: int | Sequence[int] | None = None,
-                 resize: str = "official") -> None:
-        self.preprocessing = resolve_preprocessing(model, input_size, resize)
+                 resize: str = "official", overrides: Mapping | None = None) -> None:
+        self.preprocessing = resolve_preprocessing(model, input_size, resize, overrides)
         self.size = self.preprocessing.input_size
 
     @property
