@@ -40,7 +40,7 @@ from torch import nn
 
 from salseg.atomic import atomic_output
 from salseg.models.card import IMAGENET_MEAN, IMAGENET_STD, ModelCard, Preprocessing, get_card
-from salseg.models.onnx_import import onnx_to_state_dict
+from salseg.models.onnx_import import load_onnx, onnx_to_state_dict
 
 __all__ = ["ExportCheckError", "ExportReport", "REMBG_SESSIONS", "export_onnx", "check_onnx",
            "onnx_to_state_dict", "output_names", "read_metadata", "PREPROCESSING_KEY", "CARD_KEY"]
@@ -94,14 +94,7 @@ def read_metadata(path: str | Path) -> tuple[str | None, Preprocessing | None]:
     ``(None, None)`` for files without them (official/rembg exports); a file from an older
     salseg has the name only.  The preprocessing is the card's with the recorded fields.
     """
-    import onnx
-
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the file name
-        from salseg.models.errors import WeightsError
-
-        raise WeightsError(f"{path}: not a readable ONNX file ({exc})") from exc
+    proto = load_onnx(path, load_external_data=False)  # WeightsError naming a bad file
     meta = {p.key: p.value for p in proto.metadata_props}
     name = meta.get(CARD_KEY)
     pre = None

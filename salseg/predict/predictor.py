@@ -132,7 +132,8 @@ class Predictor:
             path = Path(weights)
             if not path.is_file():
                 raise WeightsError(f"{path}: ONNX file not found")
-            name = canonical_name(model) if model else onnx_model_name(path)
+            recorded = onnx_model_name(path)  # also refuses an empty or corrupt file by name
+            name = canonical_name(model) if model else recorded
             if name is None:
                 from salseg.export.onnx import onnx_to_state_dict
 

@@ -73,7 +73,10 @@ class ISNetTask(SegmentationTask):
                     "feature synchronisation needs a trained GT encoder: set "
                     "model.gt_encoder_ckpt=PATH (phase 1 checkpoint), let `python train.py "
                     "model=isnet` run phase 1 first, or use model.feature_sync=false")
-            encoder = get_card(self.card.gt_encoder or "isnet_gt_encoder")
+            if self.card.gt_encoder is None:
+                raise ValueError(f"{self.name} names no GT encoder on its model card: use "
+                                 "model.feature_sync=false")
+            encoder = get_card(self.card.gt_encoder)
             self.gt_encoder = frozen(encoder.build())
             load_weights(self.gt_encoder, gt_encoder_ckpt, name=encoder.name)
 
