@@ -5,6 +5,8 @@ Folder mode (``pred_dir=... gt_dir=...``) scores saved maps of one or several me
 metrics.json, per_image.csv, curves.json, results.md, pr_curve.png and f_curve.png into the run
 directory. Model mode (``ckpt=... data=...``) predicts the data config's test sets with the
 checkpoint (the model's official preprocessing, as ``salseg-predict``) and scores them the same way.
+``ckpt`` may be a model-zoo name (docs/zoo.md); then the paper's published row and the difference
+are written beside each measured row (results.md, paper_comparison.json).
 """
 from __future__ import annotations
 
@@ -54,10 +56,33 @@ def run_model_mode(cfg: DictConfig, out_dir: str | Path) -> dict:
     """Model mode (see :func:`salseg.evaluation.model.run_model_mode`): print and return."""
     from salseg.evaluation.model import run_model_mode as evaluate_config
 
-    paths = evaluate_config(cfg, out_dir)
+    results, paths = evaluate_config(cfg, out_dir)
+    if not cfg.get("random_weights"):
+        paths.update(write_paper_comparison(str(cfg.ckpt), results, out_dir))
     print((Path(out_dir) / "results.md").read_text())
     print(f"reports written to {Path(out_dir).resolve()}: {', '.join(p.name for p in paths.values())}")
     return json.loads(paths["metrics.json"].read_text())
+
+
+def write_paper_comparison(ckpt: str, results: dict, out_dir: str | Path) -> dict[str, Path]:
+    """For a model-zoo name with published scores: the paper's row and the difference beside
+    each measured row, appended to results.md and written to paper_comparison.json."""
+    from salseg.zoo.published import comparison, comparison_markdown
+    from salseg.zoo.resolve import zoo_entry_for
+
+    entry = zoo_entry_for(ckpt)
+    if entry is None or not entry.published:
+        return {}
+    measured = {ds: sc.summary for per_ds in results.values() for ds, sc in per_ds.items()}
+    rows = comparison(entry.published, measured)
+    out = Path(out_dir)
+    md = out / "results.md"
+    write_text_atomic(md.read_text() + "\n" + comparison_markdown(entry.name, rows), md,
+                      overwrite=True)  # this run's own report, just written
+    path = write_text_atomic(json.dumps({"model": entry.name, "tables": list(entry.published),
+                                         "rows": rows}, indent=2) + "\n",
+                             out / "paper_comparison.json", overwrite=True)
+    return {"paper_comparison.json": path}
 
 
 def record_config(cfg: DictConfig, out_dir: str | Path) -> Path:

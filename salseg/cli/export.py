@@ -21,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, type=Path,
                    help="output .onnx (export) or .safetensors/.pth (--import-onnx)")
     p.add_argument("--model", help="architecture (guessed from the weights when omitted)")
-    p.add_argument("--weights", help=".ckpt, .pth, .safetensors or .onnx weights to export")
+    p.add_argument("--weights", help=".ckpt, .pth, .safetensors or .onnx weights to export, or a "
+                   "model-zoo name (salseg-models list)")
     p.add_argument("--import-onnx", type=Path, metavar="FILE",
                    help="convert this ONNX graph into a state dict instead of exporting")
     p.add_argument("--opset", type=int, default=17)

@@ -99,10 +99,10 @@ def evaluate_model(predictor: Predictor, test_sets: Sequence[tuple[str, Sequence
 
 
 
-def run_model_mode(cfg: Any, out_dir: str | Path) -> dict[str, Path]:
+def run_model_mode(cfg: Any, out_dir: str | Path) -> tuple[Results, dict[str, Path]]:
     """``salseg-eval`` model mode from its config (``configs/eval.yaml``): a checkpoint (or
     random weights) + the evaluation sets of ``data=...`` -> predictions -> reports in
-    ``out_dir``; returns the report paths."""
+    ``out_dir``; returns the results and the report paths."""
     from hydra.utils import instantiate
     from omegaconf import ListConfig
 
@@ -135,7 +135,7 @@ def run_model_mode(cfg: Any, out_dir: str | Path) -> dict[str, Path]:
     metrics = cfg.get("metrics", "auto")
     if isinstance(metrics, ListConfig):
         metrics = [str(m) for m in metrics]
-    _, paths = evaluate_model(
+    results, paths = evaluate_model(
         predictor, test_sets, out_dir, convention=convention, method=cfg.get("method"),
         groups=metrics, batch_size=int(cfg.get("batch_size", 4)),
         num_workers=int(cfg.get("num_workers", 0)),
@@ -143,4 +143,4 @@ def run_model_mode(cfg: Any, out_dir: str | Path) -> dict[str, Path]:
         workers=int(cfg.get("workers", 0)), hce_binarize=cfg.get("hce_binarize", "dis"),
         skeleton_cache=cfg.get("skeleton_cache"), progress=bool(cfg.get("progress", True)),
         plots=bool(cfg.get("plots", True)), overwrite=bool(cfg.get("overwrite", False)))
-    return paths
+    return results, paths

@@ -7,7 +7,9 @@ Accepted files:
   possibly with ``module.`` (DataParallel) or ``_orig_mod.`` (torch.compile) key prefixes;
 * Lightning ``.ckpt`` files of this project (the model lives under ``model.`` in the task);
 * ``.safetensors`` files;
-* ``.onnx`` files (:mod:`salseg.models.onnx_import`).
+* ``.onnx`` files (:mod:`salseg.models.onnx_import`);
+* model-zoo names (``u2netp``, ``isnet-general-use``, ... see :mod:`salseg.zoo`): downloaded,
+  verified and converted on first use; a path that exists wins over a name.
 
 Pickles are read with ``torch.load(weights_only=True)``: no code from an untrusted file runs.
 Old checkpoints without ``num_batches_tracked`` load because ``nn.BatchNorm2d`` itself fills the
@@ -54,15 +56,33 @@ def _unwrap(obj: object, path: Path) -> Mapping[str, torch.Tensor]:
                        + (f", keys {sorted(obj)[:8]}" if isinstance(obj, Mapping) else "") + ")")
 
 
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A local file for ``path``: the path itself, or the model-zoo file a catalogue name names.
+
+    Zoo failures (download, checksum, offline miss) become :class:`WeightsError`.
+    """
+    from salseg.zoo.resolve import resolve_weights, zoo_entry_for
+
+    if zoo_entry_for(path) is None:
+        return Path(path)
+    from salseg.zoo.cache import ZooError
+
+    try:
+        return resolve_weights(path).path
+    except ZooError as exc:
+        raise WeightsError(str(exc)) from exc
+
+
 def read_state_dict(path: str | Path, prefix: str | None = None) -> OrderedDict[str, torch.Tensor]:
     """Read the network's state dict from any supported file, with wrapper prefixes removed.
 
     ``prefix`` selects a sub-module of a Lightning checkpoint (default ``"model."``); for other
     files, keys are only stripped of ``module.`` / ``_orig_mod.``.
     """
-    path = Path(path)
+    path = resolve_checkpoint(path)
     if not path.is_file():
-        raise WeightsError(f"{path}: checkpoint file not found")
+        raise WeightsError(f"{path}: checkpoint file not found (nor a model-zoo name; see "
+                           "salseg-models list)")
     if path.stat().st_size == 0:
         raise WeightsError(f"{path}: checkpoint file is empty (0 bytes)")
     suffix = path.suffix.lower()
@@ -174,7 +194,14 @@ def checkpoint_meta(path: str | Path) -> dict:
 
     Empty for other files.  Training stores the architecture name and the resolution it was
     trained/validated at, so evaluation and prediction default to the same preprocessing.
+    For a model-zoo name: the catalogue's architecture, ``out_ch``, ``prediction``, ``classes``,
+    ``preprocessing`` overrides and ``zoo`` (the entry name); nothing is downloaded.
     """
+    from salseg.zoo.resolve import zoo_entry_for, zoo_meta
+
+    entry = zoo_entry_for(path)
+    if entry is not None:
+        return zoo_meta(entry)
     path = Path(path)
     if path.suffix.lower() != ".ckpt" or not path.is_file():
         return {}

@@ -7,8 +7,12 @@
 
 Weights: a project ``.ckpt``, an official ``.pth``, a ``.safetensors`` file, an ``.onnx`` file
 (imported into PyTorch, or run by onnxruntime with ``backend="onnx"``), a state dict, an
-``nn.Module`` or ``None`` (random weights, for tests).  Without ``model`` the architecture is
-guessed from the weights.  Pre- and post-processing follow the official inference scripts
+``nn.Module``, ``None`` (random weights, for tests) or a model-zoo name (``"u2netp"``,
+``"isnet-general-use"``; see docs/zoo.md), whose architecture, output channels and preprocessing
+come from the catalogue.  Without ``model`` the architecture is guessed from the weights.
+Class-map checkpoints (``u2net_cloth_seg``): :meth:`Predictor.predict_classes` returns the
+argmax class map; ``predict``/``finish`` encode class ``c`` as the alpha ``(c + 0.5) / 255`` so
+that the saved 8-bit mask holds the class indices.  Pre- and post-processing follow the official inference scripts
 (see :mod:`salseg.predict.preprocess` and :mod:`salseg.predict.postprocess`).
 """
 from __future__ import annotations
@@ -100,15 +104,37 @@ def build_model(weights: str | Path | Mapping | nn.Module | None, model: str | N
         net = create_model(name)
         net.load_state_dict(dict(weights), strict=True)
         return net, name
+    meta = checkpoint_meta(weights)
+    model = model or meta.get("name")
+    kwargs = {"out_ch": int(meta["out_ch"])} if meta.get("out_ch", 1) != 1 else {}
     path = Path(weights)
     state_dict = read_state_dict(path)
     name = _name_from(state_dict, model, path)
-    net = create_model(name)
+    net = create_model(name, **kwargs)
     try:
         net.load_state_dict(state_dict, strict=True)
     except RuntimeError:
         load_weights(net, path, name=name)  # raises WeightsError with a readable summary
     return net, name
+
+
+def _zoo_onnx(weights: object) -> object:
+    """For ``backend="onnx"``: a model-zoo name -> its downloaded ``.onnx`` source (if it has
+    one; the file is run as published, no conversion)."""
+    from salseg.zoo.resolve import zoo_entry_for
+
+    entry = zoo_entry_for(weights)
+    if entry is None:
+        return weights
+    onnx_only = replace(entry, sources=tuple(s for s in entry.sources if s.format == "onnx"))
+    if not onnx_only.sources:
+        raise ValueError(f"{entry.name}: no ONNX source in the catalogue (use backend='torch')")
+    from salseg.zoo.cache import ZooError, fetch
+
+    try:
+        return fetch(onnx_only)[0]
+    except ZooError as exc:
+        raise WeightsError(str(exc)) from exc
 
 
 class Predictor:
@@ -127,13 +153,19 @@ class Predictor:
         self.normalization = normalization
         self.refine_options = refine_options or RefineOptions()
         if backend == "onnx":
+            from salseg.zoo.resolve import zoo_entry_for
+
+            meta = checkpoint_meta(weights) if zoo_entry_for(weights) is not None else {}
+            if meta.get("prediction") == "argmax":
+                raise ValueError(f"{weights}: class-map models run with backend='torch' only")
+            weights = _zoo_onnx(weights)
             if not isinstance(weights, (str, Path)) or Path(weights).suffix.lower() != ".onnx":
                 raise ValueError("backend='onnx' needs weights given as a path to an .onnx file")
             path = Path(weights)
             if not path.is_file():
                 raise WeightsError(f"{path}: ONNX file not found")
             recorded = onnx_model_name(path)  # also refuses an empty or corrupt file by name
-            name = canonical_name(model) if model else recorded
+            name = canonical_name(model) if model else (meta.get("name") or recorded)
             if name is None:
                 from salseg.export.onnx import onnx_to_state_dict
 
@@ -147,11 +179,14 @@ class Predictor:
             net, name = build_model(weights, model)
             self.runner = TorchRunner(net, name, self.device, precision, channels_last)
         self.name = name
+        self.meta = meta
+        self.classes: list[str] = list(self.meta.get("classes") or [])
         self.card = get_card(name)
         if not self.card.can_predict:
             raise ValueError(f"{name} takes masks, not images: it cannot predict")
-        # the preprocessing the weights were trained with (checkpoint / ONNX metadata)
-        self.preprocessor = Preprocessor(weights_preprocessing(weights, name), input_size, resize)
+        # the preprocessing the weights were trained with (checkpoint / ONNX metadata / zoo)
+        self.preprocessor = Preprocessor(weights_preprocessing(weights, name), input_size, resize,
+                                         overrides=self.meta.get("preprocessing"))
         self.preprocessing = replace(self.preprocessor.preprocessing, normalization=normalization)
 
     @property
@@ -169,10 +204,38 @@ class Predictor:
         """Probabilities ``(B, 1, h, w)`` for a normalised batch."""
         return self.runner(batch)
 
+    @property
+    def is_classifier(self) -> bool:
+        """Whether the prediction is an argmax class map (e.g. ``u2net_cloth_seg``)."""
+        return self.meta.get("prediction") == "argmax"
+
+    def class_map(self, prob: torch.Tensor, original_size: tuple[int, int]) -> np.ndarray:
+        """Per-class scores ``(C, h, w)`` -> uint8 class map ``(H, W)``: bilinear up-sampling of
+        the scores to the original size, then argmax over the classes."""
+        prob = prob.float().reshape(-1, *prob.shape[-2:])
+        if tuple(prob.shape[-2:]) != tuple(original_size):
+            prob = torch.nn.functional.interpolate(prob[None], size=tuple(original_size),
+                                                   mode="bilinear", align_corners=False)[0]
+        return prob.argmax(dim=0).to(torch.uint8).cpu().numpy()
+
     def finish(self, prob: torch.Tensor, original_size: tuple[int, int]) -> np.ndarray:
-        """Probability at model resolution -> refined float32 alpha at the original size."""
+        """Probability at model resolution -> refined float32 alpha at the original size.
+
+        Class-map models return ``(class + 0.5) / 255`` (the 8-bit mask holds the class).
+        """
+        if self.is_classifier:
+            labels = self.class_map(prob, original_size)
+            return (labels.astype(np.float32) + np.float32(0.5)) / np.float32(255)
         alpha = restore_alpha(prob, original_size, self.preprocessing, self.normalization)
         return refine(alpha, self.refine_options)
+
+    def predict_classes(self, image: ImageInput) -> np.ndarray:
+        """The uint8 class map ``(H, W)`` of a class-map model (indices into ``classes``)."""
+        if not self.is_classifier:
+            raise ValueError(f"{self.name}: not a class-map model (use predict())")
+        rgb, gray = decode_image(image)
+        prob = self.infer(self.prepare(rgb, gray)[None])[0]
+        return self.class_map(prob, rgb.shape[:2])
 
     # -- convenience API ----------------------------------------------------------------------
     def predict_alpha_batch(self, images: Sequence[ImageInput]) -> list[np.ndarray]:
