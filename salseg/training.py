@@ -3,10 +3,11 @@
 * ``train(cfg)`` seeds every process, instantiates the datamodule, task (``cfg.model``), trainer,
   callbacks and loggers, fits (resuming from ``cfg.ckpt_path`` with full state if given) and
   returns the best validation max-F.
-* IS-Net with feature synchronisation and no ``model.gt_encoder_ckpt`` first runs phase 1 (the GT
-  encoder, validated on the training masks, stopped by the official maxF > 0.99 rule) into
-  ``<run>/gt_encoder/`` and then phase 2 with that checkpoint.  ``model=isnet_gt_encoder`` on its
-  own (``model.train_on_masks``) runs phase 1 the same way.
+* A model whose card names a GT encoder (IS-Net) with feature synchronisation and no
+  ``model.gt_encoder_ckpt`` first runs phase 1 (the GT encoder, validated on the training
+  masks, stopped by the official maxF > 0.99 rule) into ``<run>/gt_encoder/`` and then phase 2
+  with that checkpoint.  ``model=isnet_gt_encoder`` on its own
+  (``model.train_on_masks``) runs phase 1 the same way.
 * Before anything runs, the config and the run directory are checked (:mod:`salseg.train_checks`).
 * Checkpoints are written atomically in their folder (:mod:`salseg.checkpoint_io`).
 * ``test=true`` scores the datamodule's test sets after fit with the reported checkpoint through
@@ -70,7 +71,10 @@ def task_config(model_cfg: DictConfig) -> DictConfig:
 
 def needs_phase1(cfg: DictConfig) -> bool:
     model = cfg.model
-    return (str(model.get("name")) in ("isnet", "isnetdis") and bool(model.get("feature_sync", False))
+    from salseg.models.card import get_card
+
+    return (get_card(str(model.get("name"))).gt_encoder is not None
+            and bool(model.get("feature_sync", False))
             and not model.get("gt_encoder_ckpt") and cfg.get("ckpt_path") is None)
 
 

@@ -65,7 +65,9 @@ def test_finetuning_from_imported_weights_matches_the_original(weights):
     broken.freeze_bn = False
     broken.train()
     with torch.no_grad():
-        assert abs(_loss(broken, batch).item() - start.item()) > 0.02 * start.item()
+        frozen_logits, train_logits = imported(batch["image"])[0], broken(batch["image"])[0]
+    # measured 0.87 on logits whose frozen-BN range is only +-0.24: far from any rounding
+    assert (train_logits - frozen_logits).abs().max().item() > 0.3
     # a few steps do not raise the loss, and the frozen statistics stay as imported
     stats = {k: v.clone() for k, v in imported.model.state_dict().items() if "running" in k}
     opt = torch.optim.Adam(imported.model.parameters(), lr=1e-4)

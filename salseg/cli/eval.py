@@ -53,54 +53,10 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
 
 
 def run_model_mode(cfg: DictConfig, out_dir: str | Path) -> dict:
-    """Model mode: a checkpoint + the test sets of ``data=...`` -> predictions -> scores."""
-    from hydra.utils import instantiate
+    """Model mode (see :func:`salseg.evaluation.model.run_model_mode`): print and return."""
+    from salseg.evaluation.model import run_model_mode as evaluate_config
 
-    from salseg.evaluation.model import evaluate_model
-    from salseg.metrics.collection import convention_for
-    from salseg.predict.predictor import Predictor
-
-    if cfg.get("data") is None:
-        raise EvaluationError("model mode needs a data config: data=duts_te (or a multirun "
-                              "-m data=duts_te,ecssd,...), see configs/data/")
-    if cfg.get("pred_dir"):
-        raise EvaluationError("give either ckpt=... (model mode) or pred_dir=... (folder mode)")
-    model_cfg = cfg.get("model")
-    model_name = str(model_cfg.name) if model_cfg is not None else None
-    if not cfg.get("ckpt") and not model_name:
-        raise EvaluationError("random_weights=true needs model=<name>")
-    input_size = cfg.get("input_size")
-    predictor = Predictor(
-        None if cfg.get("random_weights") else str(cfg.ckpt), model=model_name,
-        device=str(cfg.get("device", "auto")), precision=str(cfg.get("precision", "fp32")),
-        input_size=list(input_size) if input_size is not None else None,
-        resize=str(cfg.get("resize", "official")))
-    datamodule = instantiate(cfg.data, verbose=False)
-    datamodule.setup("test")
-    test_sets = list(datamodule.test_sets or [])
-    if not test_sets:  # e.g. data=custom: score every listed pair (train + val) as one set
-        datamodule.setup("fit")
-        pairs = list(datamodule.train_pairs or []) + list(datamodule.val_pairs or [])
-        pairs = [p for p in pairs if not p.hflip]
-        if pairs:
-            test_sets = [(str(datamodule.name), pairs)]
-    if not test_sets:
-        raise EvaluationError(f"data={datamodule.name}: no test images to evaluate")
-    convention = cfg.get("convention", "auto")
-    if convention == "auto":
-        convention = datamodule.convention
-    convention = convention_for(test_sets[0][0] if test_sets else "", convention)
-    metrics = cfg.get("metrics", "auto")
-    if isinstance(metrics, ListConfig):
-        metrics = [str(m) for m in metrics]
-    results, paths = evaluate_model(
-        predictor, test_sets, out_dir, convention=convention, method=cfg.get("method"),
-        groups=metrics, batch_size=int(cfg.get("batch_size", 4)),
-        num_workers=int(cfg.get("num_workers", 0)),
-        save_predictions=bool(cfg.get("save_predictions", False)),
-        workers=int(cfg.get("workers", 0)), hce_binarize=cfg.get("hce_binarize", "dis"),
-        skeleton_cache=cfg.get("skeleton_cache"), progress=bool(cfg.get("progress", True)),
-        plots=bool(cfg.get("plots", True)), overwrite=bool(cfg.get("overwrite", False)))
+    results, paths = evaluate_config(cfg, out_dir)
     if not cfg.get("random_weights"):
         paths.update(write_paper_comparison(str(cfg.ckpt), results, out_dir))
     print((Path(out_dir) / "results.md").read_text())

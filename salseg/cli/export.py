@@ -66,15 +66,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.weights is None:
             parser.error("--weights is required for an export")
         from salseg.export.onnx import ExportCheckError, export_onnx
-        from salseg.predict.predictor import build_model
+        from salseg.predict.predictor import build_model, weights_preprocessing
 
         model, name = build_model(args.weights, args.model)
+        # the preprocessing the weights were trained with goes into the ONNX metadata
+        preprocessing = weights_preprocessing(args.weights, name)
         try:
             report = export_onnx(model, args.output, name, opset=args.opset,
                                  fold_batchnorm=not args.no_fold_batchnorm,
                                  include_features=args.features, rembg=args.rembg,
                                  trace_size=args.trace_size, check=not args.no_check,
-                                 tolerance=args.tolerance, overwrite=args.overwrite)
+                                 tolerance=args.tolerance, overwrite=args.overwrite,
+                                 preprocessing=preprocessing)
         except ExportCheckError as exc:
             print(f"error: parity check failed: {exc}", file=sys.stderr)
             return 1

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from salseg.models.card import Preprocessing, get_card
 from salseg.models.registry import canonical_name, create_model
 from salseg.models.weights import (
     WeightsError,
@@ -37,7 +38,7 @@ from salseg.models.weights import (
 from salseg.predict.backends import OnnxRunner, TorchRunner, resolve_device
 from salseg.predict.compose import cutout as make_cutout
 from salseg.predict.compose import decontaminate as estimate_foreground
-from salseg.predict.images import ImageInput, to_rgb_uint8
+from salseg.predict.images import ImageInput, decode_image
 from salseg.predict.postprocess import RefineOptions, refine, restore_alpha, to_uint8
 from salseg.predict.preprocess import Preprocessor
 
@@ -47,13 +48,31 @@ BACKENDS = ("torch", "onnx")
 
 def onnx_model_name(path: str | Path) -> str | None:
     """The architecture recorded by ``salseg-export`` in an ONNX file's metadata, if any."""
-    from salseg.export.onnx_import import load_onnx
+    from salseg.export.onnx import read_metadata
 
-    proto = load_onnx(path, load_external_data=False)  # WeightsError naming a bad file
-    for prop in proto.metadata_props:
-        if prop.key == "salseg.model":
-            return canonical_name(prop.value)
-    return None
+    return read_metadata(path)[0]
+
+
+def weights_preprocessing(weights: object, name: str) -> Preprocessing:
+    """The preprocessing ``weights`` were trained with: the card's, with what the file records.
+
+    A project ``.ckpt`` records its training input size; an ``.onnx`` file from ``salseg-export``
+    records its whole :class:`Preprocessing`.  Anything else gets the card's defaults.
+    """
+    card = get_card(name)
+    if isinstance(weights, (str, Path)):
+        path = Path(weights)
+        if path.suffix.lower() == ".onnx" and path.is_file():
+            from salseg.export.onnx import read_metadata
+
+            recorded_name, pre = read_metadata(path)
+            if pre is not None and recorded_name == card.name:
+                return pre
+            return card.preprocessing
+        meta = checkpoint_meta(path)
+        if meta.get("input_size"):
+            return replace(card.preprocessing, input_size=tuple(meta["input_size"]))
+    return card.preprocessing
 
 
 def _name_from(state_dict: Mapping[str, torch.Tensor], model: str | None, source: object) -> str:
@@ -157,15 +176,18 @@ class Predictor:
         else:
             meta = checkpoint_meta(weights) if isinstance(weights, (str, Path)) else {}
             model = model or meta.get("name")
-            if input_size is None and meta.get("input_size"):
-                input_size = meta["input_size"]  # the resolution the checkpoint was trained at
             net, name = build_model(weights, model)
             self.runner = TorchRunner(net, name, self.device, precision, channels_last)
         self.name = name
         self.meta = meta
         self.classes: list[str] = list(self.meta.get("classes") or [])
-        self.preprocessor = Preprocessor(name, input_size, resize,
+        self.card = get_card(name)
+        if not self.card.can_predict:
+            raise ValueError(f"{name} takes masks, not images: it cannot predict")
+        # the preprocessing the weights were trained with (checkpoint / ONNX metadata / zoo)
+        self.preprocessor = Preprocessor(weights_preprocessing(weights, name), input_size, resize,
                                          overrides=self.meta.get("preprocessing"))
+        self.preprocessing = replace(self.preprocessor.preprocessing, normalization=normalization)
 
     @property
     def model(self) -> nn.Module | None:
@@ -173,9 +195,10 @@ class Predictor:
         return getattr(self.runner, "model", None)
 
     # -- the steps, also used by the batch loop of salseg-predict ---------------------------
-    def prepare(self, image: np.ndarray) -> torch.Tensor:
-        """Normalised model input ``(3, h, w)`` for a uint8 RGB image."""
-        return self.preprocessor(image)
+    def prepare(self, image: np.ndarray, gray: bool = False) -> torch.Tensor:
+        """Normalised model input ``(3, h, w)`` for a uint8 RGB image (``gray``: decoded from
+        one channel, normalised by the preprocessing's grayscale rule)."""
+        return self.preprocessor(image, gray)
 
     def infer(self, batch: torch.Tensor) -> torch.Tensor:
         """Probabilities ``(B, 1, h, w)`` for a normalised batch."""
@@ -203,25 +226,27 @@ class Predictor:
         if self.is_classifier:
             labels = self.class_map(prob, original_size)
             return (labels.astype(np.float32) + np.float32(0.5)) / np.float32(255)
-        alpha = restore_alpha(prob, original_size, self.name, self.normalization)
+        alpha = restore_alpha(prob, original_size, self.preprocessing, self.normalization)
         return refine(alpha, self.refine_options)
 
     def predict_classes(self, image: ImageInput) -> np.ndarray:
         """The uint8 class map ``(H, W)`` of a class-map model (indices into ``classes``)."""
         if not self.is_classifier:
             raise ValueError(f"{self.name}: not a class-map model (use predict())")
-        rgb = to_rgb_uint8(image)
-        prob = self.infer(self.prepare(rgb)[None])[0]
+        rgb, gray = decode_image(image)
+        prob = self.infer(self.prepare(rgb, gray)[None])[0]
         return self.class_map(prob, rgb.shape[:2])
 
     # -- convenience API ----------------------------------------------------------------------
     def predict_alpha_batch(self, images: Sequence[ImageInput]) -> list[np.ndarray]:
         """Float32 alphas ``(H, W)`` in [0, 1] for several images (one forward pass)."""
-        arrays = [to_rgb_uint8(im) for im in images]
-        if not arrays:
+        return self._alphas([decode_image(im) for im in images])
+
+    def _alphas(self, decoded: Sequence[tuple[np.ndarray, bool]]) -> list[np.ndarray]:
+        if not decoded:
             return []
-        probs = self.infer(torch.stack([self.prepare(a) for a in arrays]))
-        return [self.finish(p, a.shape[:2]) for p, a in zip(probs, arrays)]
+        probs = self.infer(torch.stack([self.prepare(a, g) for a, g in decoded]))
+        return [self.finish(p, a.shape[:2]) for p, (a, _) in zip(probs, decoded)]
 
     def predict_alpha(self, image: ImageInput) -> np.ndarray:
         """Float32 alpha ``(H, W)`` in [0, 1] at the image's size."""
@@ -237,7 +262,7 @@ class Predictor:
 
     def cutout(self, image: ImageInput, decontaminate: bool = False) -> np.ndarray:
         """RGBA uint8 ``(H, W, 4)`` cut-out of the salient object."""
-        rgb = to_rgb_uint8(image)
-        alpha = self.predict_alpha(rgb)
+        rgb, gray = decode_image(image)
+        alpha = self._alphas([(rgb, gray)])[0]
         fg = estimate_foreground(rgb, alpha) if decontaminate else None
         return make_cutout(rgb, alpha, fg)

@@ -27,14 +27,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from salseg.models import canonical_name, create_model, get_spec, prediction_logits
 from salseg.models.batchnorm import freeze_batchnorm, has_folded_batchnorm
+from salseg.models.card import get_card
 from salseg.models.weights import load_weights
 from salseg.tasks.validation import build_val_metrics
 from salseg.tasks.visualize import prediction_grid
 
 log = logging.getLogger(__name__)
-ENCODER_PREFIXES = ("conv_in", "stage1.", "stage2.", "stage3.", "stage4.", "stage5.", "stage6.")
 
 
 class SegmentationTask(L.LightningModule):
@@ -61,9 +60,10 @@ class SegmentationTask(L.LightningModule):
         # ``name`` and ``input_size`` (the training/eval resolution) travel in the checkpoint, so
         # that eval and predict use the same preprocessing as training.
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        self.name = canonical_name(name)
-        self.spec = get_spec(self.name)
-        self.model = create_model(self.name, **(net_kwargs or {}))
+        self.card = get_card(name)
+        self.name = self.card.name
+        self.spec = self.card.preprocessing
+        self.model = self.card.build(**(net_kwargs or {}))
         if init_weights:
             load_weights(self.model, init_weights, name=self.name)
         self.freeze_bn = self._decide_freeze_bn(freeze_bn, init_weights)
@@ -126,7 +126,7 @@ class SegmentationTask(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         frozen = self.current_epoch < self.hparams.freeze_encoder_epochs
         for key, param in self.model.named_parameters():
-            if key.startswith(ENCODER_PREFIXES):
+            if key.startswith(self.card.encoder_prefixes):
                 param.requires_grad_(not frozen)
 
     # ------------------------------------------------------------- validation
@@ -144,7 +144,7 @@ class SegmentationTask(L.LightningModule):
         sets = getattr(self, "_val_sets", None) or {"val": self.val_metrics}
         metrics = list(sets.values())[dataloader_idx]
         outputs = self(self.model_input(batch))
-        prob = torch.sigmoid(prediction_logits(self.name, outputs).float())
+        prob = torch.sigmoid(self.card.outputs(outputs).prediction.float())
         gts: Sequence[torch.Tensor] = batch.get("gt") or list(batch["mask"])
         for p, gt in zip(prob, gts):
             gt = gt.to(p.device).float()
@@ -185,7 +185,7 @@ class SegmentationTask(L.LightningModule):
         if experiment is None or not hasattr(experiment, "add_image") or self.global_rank != 0:
             return
         with torch.no_grad():
-            prob = torch.sigmoid(prediction_logits(self.name, outputs).detach().float())
+            prob = torch.sigmoid(self.card.outputs(outputs).prediction.detach().float())
             grid = prediction_grid(self.model_input(batch).detach(), batch["mask"].detach(), prob,
                                    self.spec, self.hparams.num_log_images)
         experiment.add_image(tag, grid, self.global_step)

@@ -86,10 +86,10 @@ def convert_onnx(entry: ZooEntry, onnx_path: str | Path) -> Path:
     """The cached, checked state dict of ``entry``'s ONNX source (converted on first use)."""
     from safetensors.torch import save_file
 
-    from salseg.export.onnx_import import onnx_to_state_dict
     from salseg.models.batchnorm import has_folded_batchnorm
+    from salseg.models.onnx_import import onnx_to_state_dict
     from salseg.models.registry import create_model
-    from salseg.models.weights import WeightsError
+    from salseg.models.errors import WeightsError
 
     onnx_path = Path(onnx_path)
     target = converted_path(entry, onnx_path)

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from salseg.models.registry import MODELS, canonical_name, create_model
-from salseg.models.weights import WeightsError
+from salseg.models.errors import WeightsError
+from salseg.models.registry import canonical_name, create_model, model_names
 
 _DATA_INPUT_ONLY = {"Resize", "Upsample", "Reshape", "Expand", "Slice", "Pad", "Tile"}
 _SHAPE_OPS = {"Shape", "Size", "ConstantOfShape"}
@@ -287,7 +287,7 @@ def onnx_to_state_dict(path: str | Path, name: str | None = None
     head_channels = min(int(c.weight.shape[0]) for c in convs)
     chain = [c for c in convs if c.weight.shape[0] != head_channels]
     heads = [c for c in convs if c.weight.shape[0] == head_channels]
-    candidates = [canonical_name(name)] if name else list(MODELS)
+    candidates = [canonical_name(name)] if name else model_names()
     reasons = {}
     chosen = None
     out_ch = int(head_channels)  # multi-channel heads, e.g. a 4-class U2-Net (cloth parsing)
