@@ -7,34 +7,26 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
-
 INPUT_SIZE = 64  # tiny model input: fast on 2 cores
 
 
-def tiny_weights(folder: Path, seed: int = 0) -> Path:
-    """A U2-NetP state dict with seeded random weights, saved as an official-style .pth."""
-    from salseg.models.registry import create_model
+def tiny_weights(folder: Path, seed: int = 3) -> Path:
+    """U2-NetP with seeded random weights (the prediction tests' model), saved as a .pth."""
+    from fixtures.predict.helpers import random_model
+
+    from salseg.models.weights import save_state_dict
 
     path = folder / "u2netp_tiny.pth"
     if not path.exists():
-        torch.manual_seed(seed)
-        torch.save(create_model("u2netp").state_dict(), path)
+        save_state_dict(random_model("u2netp", seed=seed), path)
     return path
 
 
-def test_image(path: Path, size: tuple[int, int] = (120, 80), seed: int = 0) -> Path:
-    """A JPEG with a bright disc on a textured background (width, height = ``size``)."""
-    w, h = size
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:h, 0:w]
-    img = (rng.random((h, w, 3)) * 60 + 40).astype(np.float32)
-    disc = (yy - h / 2) ** 2 + (xx - w / 2) ** 2 < (min(h, w) / 3) ** 2
-    img[disc] = (230, 60, 40)
-    Image.fromarray(img.astype(np.uint8)).save(path, quality=92)
-    return path
+def make_image(path: Path, size: tuple[int, int] = (96, 72), seed: int = 0, **kw) -> Path:
+    """The prediction tests' object image (width, height = ``size``) saved to ``path``."""
+    from fixtures.predict.helpers import object_image, save
+
+    return save(object_image(size[1], size[0], seed=seed), path, **kw)
 
 
 class ServerThread:

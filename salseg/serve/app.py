@@ -125,29 +125,33 @@ class RequestGuard:
             return
         self.counter.count += 1
         received = 0
-        started = False
+        too_large = False  # the app may turn our exception into its own error: answer 413
+        replaced = False
 
         async def counting_receive() -> dict:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    too_large = True
                     raise _TooLarge
             return message
 
-        async def tracking_send(message: dict) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
-            if not started:
+        async def guarded_send(message: dict) -> None:
+            nonlocal replaced
+            if not too_large:
+                await send(message)
+            elif not replaced:
+                replaced = True
                 await _error(413, f"upload is above the server's limit of {limit} bytes")(
                     scope, receive, send)
+
+        try:
+            await self.app(scope, counting_receive, guarded_send)
+        except _TooLarge:
+            if not replaced:
+                await guarded_send({})
         finally:
             self.counter.count -= 1
 
