@@ -2,8 +2,8 @@
 ``configs/eval.yaml``; docs/metrics.md).
 
 Folder mode (``pred_dir=... gt_dir=...``) scores saved maps of one or several methods and writes
-metrics.json, per_image.csv, curves.json, results.md, pr_curve.png and f_curve.png into the run
-directory. Model mode (``ckpt=... data=...``) predicts the data config's test sets with the
+metrics.json, per_image.csv, curves.json, results.md, report.html (+ report_files/), pr_curve.png
+and f_curve.png into the run directory. Model mode (``ckpt=... data=...``) predicts the data config's test sets with the
 checkpoint (the model's official preprocessing, as ``salseg-predict``) and scores them the same way.
 """
 from __future__ import annotations
@@ -42,6 +42,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
         skeleton_cache=cfg.get("skeleton_cache"), hce_binarize=cfg.get("hce_binarize", "dis"),
         progress=bool(cfg.get("progress", True)),
         plots=bool(cfg.get("plots", True)), overwrite=bool(cfg.get("overwrite", False)),
+        html=bool(cfg.get("html", True)), image_dir=cfg.get("image_dir"),
     )
     print((Path(out_dir) / "results.md").read_text())
     print(f"reports written to {Path(out_dir).resolve()}: {', '.join(p.name for p in paths.values())}")
@@ -96,7 +97,8 @@ def run_model_mode(cfg: DictConfig, out_dir: str | Path) -> dict:
         save_predictions=bool(cfg.get("save_predictions", False)),
         workers=int(cfg.get("workers", 0)), hce_binarize=cfg.get("hce_binarize", "dis"),
         skeleton_cache=cfg.get("skeleton_cache"), progress=bool(cfg.get("progress", True)),
-        plots=bool(cfg.get("plots", True)), overwrite=bool(cfg.get("overwrite", False)))
+        plots=bool(cfg.get("plots", True)), overwrite=bool(cfg.get("overwrite", False)),
+        html=bool(cfg.get("html", True)))
     print((Path(out_dir) / "results.md").read_text())
     print(f"reports written to {Path(out_dir).resolve()}: {', '.join(p.name for p in paths.values())}")
     return json.loads(paths["metrics.json"].read_text())
