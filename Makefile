@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_FLAGS ?=
 
-.PHONY: install test test-all lint demo bench clean-demo
+.PHONY: install browser test test-all lint demo bench clean-demo
 
 install: $(STAMP)
 
@@ -15,10 +15,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-test: install
+# headless Chromium for the browser tests (tests/test_serve_browser.py): Debian's packages,
+# installed when missing (root or passwordless sudo); without them those tests are skipped
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver; \
+	elif sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq chromium chromium-driver; \
+	else echo "note: chromium/chromium-driver missing and no root: browser tests will be skipped"; fi
+
+test: install browser
 	$(PY) -m pytest -m "not slow" -q $(PYTEST_FLAGS)
 
-test-all: install
+test-all: install browser
 	$(PY) -m pytest -q $(PYTEST_FLAGS)
 
 lint: install

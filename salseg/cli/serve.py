@@ -94,10 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     if len(set(ids)) != len(ids):
         parser.error(f"model ids must be unique, got {ids}; name them with ID=WEIGHTS")
 
-    import uvicorn
+    try:
+        import uvicorn
 
+        from salseg.serve.app import ServeSettings, create_app
+    except ImportError as exc:
+        print(f"error: {exc.name} is missing: pip install 'salseg[serve]'", file=sys.stderr)
+        return 2
     from salseg.predict.batch import DEFAULT_MAX_PIXELS
-    from salseg.serve.app import ServeSettings, create_app
 
     try:
         settings = ServeSettings(
