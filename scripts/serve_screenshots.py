@@ -2,7 +2,7 @@
 background removal, and the per-image gallery of a salseg-eval report.html.
 
 Without ``--weights`` a U2-NetP is first fitted for a few CPU minutes on the embedded synthetic
-set (textured objects on cluttered backgrounds, at 128x128) so the masks are meaningful; the
+set (textured objects on cluttered backgrounds, model input 64x64) so the masks are meaningful; the
 screenshots then show that demo model, not a pretrained one.  Needs chromium + chromium-driver
 (``make browser``) and the dev extra (selenium).
 
@@ -33,19 +33,20 @@ from salseg.models.weights import save_state_dict  # noqa: E402
 from salseg.predict.predictor import Predictor  # noqa: E402
 from salseg.serve.app import ServedModel, ServeSettings, create_app  # noqa: E402
 
-SIZE = 128
+SIZE = 64  # model input: small enough to fit on a busy laptop CPU in minutes
 
 
 def fit_demo_model(steps: int, path: Path) -> Path:
     """U2-NetP fitted on synthetic pairs at SIZE x SIZE (official normalisation, Adam)."""
     predictor = Predictor(None, model="u2netp", input_size=SIZE, device="cpu")
-    spec = SyntheticSpec(size=(SIZE, SIZE))
+    spec = SyntheticSpec(size=(240, 320))  # rendered like the screenshots' images, then resized
     pairs = [render_pair(spec, "train", i) for i in range(64)]
     xs = torch.stack([predictor.prepare(im) for im, _ in pairs])
-    ys = torch.stack([torch.from_numpy((m > 127).astype(np.float32))[None] for _, m in pairs])
+    ys = torch.stack([torch.from_numpy(np.asarray(Image.fromarray(m).resize(
+        (SIZE, SIZE), Image.BILINEAR)) > 127).float()[None] for _, m in pairs])
     net = create_model("u2netp")
     net.train()
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     loss_fn = DeepSupervisionBCE()
     gen = torch.Generator().manual_seed(0)
     start = time.time()
@@ -105,10 +106,11 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
     parser.add_argument("--weights", type=Path, help="U2-NetP weights (default: fit a demo model)")
-    parser.add_argument("--steps", type=int, default=300, help="demo model training steps")
+    parser.add_argument("--steps", type=int, default=200, help="demo model training steps")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
+    torch.set_num_threads(1)  # tiny model: a second thread only adds OpenMP barrier waits
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         weights = args.weights or fit_demo_model(args.steps, work / "u2netp_demo.pth")
