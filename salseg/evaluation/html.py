@@ -176,7 +176,7 @@ class Gallery:
             entry, new = self._entry(dataset, name)
             rel = entry["base"].replace(".jpg", f"_m{m}.jpg")
             entry["thumbs"][method] = rel
-            source = images(name) if images is not None else (None, False)
+            source = (images(name) if images is not None else None) or (None, False)
             self._pending.append(self._pool.submit(
                 self._make, _as_u8(pred), _as_u8(gt), source, entry["base"] if new else None, rel))
             while len(self._pending) > 4 * self._threads:
