@@ -1,9 +1,9 @@
 """Take the screenshots of docs/serve.md with headless Chromium: the salseg-serve page after a
 background removal, and the per-image gallery of a salseg-eval report.html.
 
-Without ``--weights`` a U2-NetP is first fitted for a few CPU minutes on the embedded synthetic
-set (textured objects on cluttered backgrounds, model input 64x64) so the masks are meaningful; the
-screenshots then show that demo model, not a pretrained one.  Needs chromium + chromium-driver
+``--weights`` takes U2-NetP weights (e.g. the official ``u2netp.pth``); without it the tests'
+U2-NetP with seeded random weights is used (``--fit-steps N`` first fits it for N steps on the
+embedded synthetic set, model input 64x64: a few minutes on an idle CPU).  Needs chromium + chromium-driver
 (``make browser``) and the dev extra (selenium).
 
     python scripts/serve_screenshots.py --out docs/images
@@ -28,7 +28,6 @@ from serve_helpers import ServerThread  # noqa: E402
 
 from salseg.data.synthetic import SyntheticSpec, render_pair  # noqa: E402
 from salseg.losses.deep_supervision import DeepSupervisionBCE  # noqa: E402
-from salseg.models import create_model  # noqa: E402
 from salseg.models.weights import save_state_dict  # noqa: E402
 from salseg.predict.predictor import Predictor  # noqa: E402
 from salseg.serve.app import ServedModel, ServeSettings, create_app  # noqa: E402
@@ -37,14 +36,18 @@ SIZE = 64  # model input: small enough to fit on a busy laptop CPU in minutes
 
 
 def fit_demo_model(steps: int, path: Path) -> Path:
-    """U2-NetP fitted on synthetic pairs at SIZE x SIZE (official normalisation, Adam)."""
+    """The tests' U2-NetP, fitted for ``steps`` on synthetic pairs at SIZE x SIZE (Adam)."""
     predictor = Predictor(None, model="u2netp", input_size=SIZE, device="cpu")
     spec = SyntheticSpec(size=(240, 320))  # rendered like the screenshots' images, then resized
     pairs = [render_pair(spec, "train", i) for i in range(64)]
     xs = torch.stack([predictor.prepare(im) for im, _ in pairs])
     ys = torch.stack([torch.from_numpy(np.asarray(Image.fromarray(m).resize(
         (SIZE, SIZE), Image.BILINEAR)) > 127).float()[None] for _, m in pairs])
-    net = create_model("u2netp")
+    from fixtures.predict.helpers import random_model
+
+    net = random_model("u2netp", seed=3)  # the tests' model
+    if steps == 0:
+        return save_state_dict(net, path)
     net.train()
     opt = torch.optim.Adam(net.parameters(), lr=2e-3)
     loss_fn = DeepSupervisionBCE()
@@ -64,8 +67,8 @@ def fit_demo_model(steps: int, path: Path) -> Path:
 
 def page_screenshot(weights: Path, photo: Path, out: Path) -> None:
     predictor = Predictor(weights, model="u2netp", input_size=SIZE, device="cpu")
-    app = create_app([ServedModel("u2netp-demo", predictor, weights.name)], ServeSettings())
-    with ServerThread(app) as url, chromium(1280, 560) as browser:
+    app = create_app([ServedModel("u2netp", predictor, weights.name)], ServeSettings())
+    with ServerThread(app) as url, chromium(1280, 720) as browser:
         browser.get(url + "/")
         wait_for(browser, "document.querySelectorAll('#model option').length > 0")
         browser.find_element("id", "file").send_keys(str(photo))
@@ -91,7 +94,7 @@ def report_screenshot(weights: Path, work: Path, out: Path) -> None:
                           str(work / "gt" / f"val_{i:02d}.png"), f"val_{i:02d}"))
     predictor = Predictor(weights, model="u2netp", input_size=SIZE, device="cpu")
     _, paths = evaluate_model(predictor, [("synthetic-val", pairs)], work / "eval",
-                              method="u2netp-demo", progress=False, workers=1)
+                              method="u2netp", progress=False, workers=1)
     with chromium(1280, 820) as browser:
         browser.get(file_url(paths["report.html"]))
         wait_for(browser, "document.body.dataset.rendered")
@@ -106,14 +109,15 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
     parser.add_argument("--weights", type=Path, help="U2-NetP weights (default: fit a demo model)")
-    parser.add_argument("--steps", type=int, default=200, help="demo model training steps")
+    parser.add_argument("--fit-steps", type=int, default=0,
+                        help="without --weights: fit the random model for N steps first")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     torch.set_num_threads(1)  # tiny model: a second thread only adds OpenMP barrier waits
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        weights = args.weights or fit_demo_model(args.steps, work / "u2netp_demo.pth")
+        weights = args.weights or fit_demo_model(args.fit_steps, work / "u2netp_demo.pth")
         image, _ = render_pair(SyntheticSpec(size=(240, 320)), "val", 3)
         photo = work / "photo.jpg"
         Image.fromarray(image).save(photo, quality=92)

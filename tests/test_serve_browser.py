@@ -45,6 +45,8 @@ def test_page_removes_background(browser, tmp_path):
         browser.get(url + "/")
         wait_for(browser, "document.querySelectorAll('#model option').length === 1")
         assert browser.execute_script("return document.getElementById('model').value") == "tiny"
+        # a binary mask (threshold 0.5 of the min-max map) surely has alpha 0 and 255 pixels
+        browser.execute_script("document.getElementById('threshold').value = '0.5'")
         browser.find_element("id", "file").send_keys(str(photo))
         wait_for(browser, "document.body.dataset.done")
         assert browser.find_element("id", "status").text.startswith("done")
@@ -60,13 +62,13 @@ def test_page_removes_background(browser, tmp_path):
         shot = np.asarray(Image.open(io.BytesIO(cut.screenshot_as_png)).convert("RGB"))
         expected = httpx.post(url + "/api/remove", files={"file": ("photo.png",
                                                                     photo.read_bytes())},
-                              data={"output": "cutout"}, timeout=60)
+                              data={"output": "cutout", "threshold": "0.5"}, timeout=60)
     rgba = np.asarray(Image.open(io.BytesIO(expected.content)))
     assert shot.shape == (72, 96, 3)  # the cut-out at its natural size
     assert shot.std() > 5  # not an empty screenshot
     alpha = rgba[..., 3]
     clear, opaque = alpha == 0, alpha == 255
-    assert clear.sum() > 0 and opaque.sum() > 0
+    assert clear.sum() > 0 and opaque.sum() > 0 and (clear | opaque).all()
     shot_i = shot.astype(int)
     # fully transparent pixels show the page's grey checkerboard, not the photo
     grey = (np.abs(shot_i[..., 0] - shot_i[..., 1]) <= 2) & (np.abs(shot_i[..., 1] - shot_i[..., 2]) <= 2)
