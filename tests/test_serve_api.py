@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from fixtures.predict.helpers import single_thread  # noqa: F401
 from serve_helpers import INPUT_SIZE, ServerThread, make_image, tiny_weights
@@ -108,6 +109,23 @@ def test_outputs_byte_identical_to_salseg_predict(client, weights, image, tmp_pa
         assert r.headers["content-type"] == "image/png"
         assert r.headers["x-salseg-model"] == "tiny"
         assert r.content == path.read_bytes(), kind
+
+
+def test_grayscale_and_alpha_uploads_match_salseg_predict(client, weights, tmp_path):
+    from fixtures.predict.helpers import object_image
+    from PIL import Image
+
+    rgb = object_image(50, 70, seed=4)
+    Image.fromarray(rgb[..., 1]).save(tmp_path / "gray.png")
+    Image.fromarray(np.dstack([rgb, rgb[..., :1]])).save(tmp_path / "rgba.png")
+    out = tmp_path / "out"
+    assert predict_main([str(tmp_path / "gray.png"), str(tmp_path / "rgba.png"), "-o", str(out),
+                         "--weights", str(weights), "--input-size", str(INPUT_SIZE), "--device",
+                         "cpu", "-q", "--save", "mask,cutout"]) == 0
+    for name in ("gray", "rgba"):
+        for kind, path in (("mask", out / f"{name}.png"), ("cutout", out / "cutout" / f"{name}.png")):
+            r = _post(client, tmp_path / f"{name}.png", output=kind)
+            assert r.status_code == 200 and r.content == path.read_bytes(), (name, kind)
 
 
 def test_rembg_form_fields(client, image):

@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-import numpy as np
 from fastapi import FastAPI, File, Form, Query, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -45,6 +44,7 @@ from salseg.serve.outputs import (
     UploadError,
     decode_upload,
     finish,
+    prepare,
     render,
 )
 
@@ -321,9 +321,8 @@ def create_app(models: list[ServedModel], settings: ServeSettings = ServeSetting
 
     async def _process(served: ServedModel, data: bytes, filename: str,
                        options: RenderOptions) -> bytes:
-        image: np.ndarray = await run_in_threadpool(decode_upload, data, filename,
-                                                    settings.max_pixels)
-        x = await run_in_threadpool(served.predictor.prepare, image)
+        image, gray = await run_in_threadpool(decode_upload, data, filename, settings.max_pixels)
+        x = await run_in_threadpool(prepare, served.predictor, image, gray)
         assert served.batcher is not None
         try:
             future = served.batcher.submit(x)

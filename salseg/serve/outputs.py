@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from salseg.data.errors import DataError
-from salseg.data.io import image_size, read_image
+from salseg.data.io import image_size, load_image
 from salseg.predict.compose import background_like, composite, cutout, decontaminate, preview
 from salseg.predict.inputs import OUTPUT_KINDS
 from salseg.predict.io import encode_png
@@ -40,8 +40,10 @@ class UploadError(Exception):
 
 
 def decode_upload(data: bytes, filename: str, max_pixels: int | None,
-                  tmp_dir: str | None = None) -> np.ndarray:
-    """uint8 RGB ``(H, W, 3)`` of an uploaded file; :class:`UploadError` (413/415) if unusable."""
+                  tmp_dir: str | None = None) -> tuple[np.ndarray, bool]:
+    """uint8 RGB ``(H, W, 3)`` of an uploaded file and whether it was decoded from one colour
+    channel (the decoder's ``gray`` flag, when it has one; grayscale inputs may be normalised
+    differently); :class:`UploadError` (413/415) if unusable."""
     label = filename or "upload"
     if not data:
         raise UploadError(415, f"{label}: file is empty (0 bytes)")
@@ -57,7 +59,8 @@ def decode_upload(data: bytes, filename: str, max_pixels: int | None,
                 if h * w > max_pixels:
                     raise UploadError(413, f"{label}: image is {w}x{h} = {h * w / 1e6:.1f} MP, "
                                            f"above the server's limit of {max_pixels / 1e6:.1f} MP")
-            return read_image(path)
+            loaded = load_image(path)
+            return loaded.array, bool(getattr(loaded, "gray", False))
         except DataError as exc:
             status = 413 if "too large" in exc.problem else 415
             raise UploadError(status, f"{label}: {exc.problem}") from None
@@ -80,6 +83,11 @@ class RenderOptions:
     def __post_init__(self) -> None:
         if self.kind not in OUTPUT_KINDS:
             raise ValueError(f"output must be one of {', '.join(OUTPUT_KINDS)}, got {self.kind!r}")
+
+
+def prepare(predictor: Predictor, image: np.ndarray, gray: bool) -> torch.Tensor:
+    """The model input, as the batch loop of ``salseg-predict`` prepares it."""
+    return predictor.prepare(image, gray) if gray else predictor.prepare(image)
 
 
 def finish(predictor: Predictor, prob: torch.Tensor, size: tuple[int, int],
