@@ -2,6 +2,7 @@
 every error code, rembg's form fields, batching, and byte-identical outputs to salseg-predict."""
 from __future__ import annotations
 
+import io
 import os
 import re
 import subprocess
@@ -14,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 from fixtures.predict.helpers import single_thread  # noqa: F401
+from PIL import Image
 from serve_helpers import INPUT_SIZE, ServerThread, make_image, tiny_weights
 
 from salseg.cli.predict import main as predict_main
@@ -113,7 +115,6 @@ def test_outputs_byte_identical_to_salseg_predict(client, weights, image, tmp_pa
 
 def test_grayscale_and_alpha_uploads_match_salseg_predict(client, weights, tmp_path):
     from fixtures.predict.helpers import object_image
-    from PIL import Image
 
     rgb = object_image(50, 70, seed=4)
     Image.fromarray(rgb[..., 1]).save(tmp_path / "gray.png")
@@ -236,7 +237,9 @@ def test_queue_full_timeout_and_batching(predictor, image):
             thread.join(120)
         answers = [r1["r"], *(res["r"] for _, res in waiting)]
         assert [a.status_code for a in answers] == [200] * 5
-        assert len({a.content for a in answers}) == 1
+        # a batch may differ from a single image in the last float bit: one 8-bit level at most
+        arrays = [np.asarray(Image.open(io.BytesIO(a.content))).astype(int) for a in answers]
+        assert all(np.abs(a - arrays[0]).max() <= 1 for a in arrays)
         assert gate.sizes == [1, 4]  # the four waiting requests ran as one batch
         health = c.get("/health").json()
         assert health["models"]["tiny"]["largest_batch"] == 4 and health["inflight"] == 0

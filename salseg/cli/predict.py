@@ -7,7 +7,9 @@ Example::
 Masks go to ``OUTDIR/<name>.png`` (8-bit, original size), so ``salseg-eval pred_dir=OUTDIR``
 scores them directly; the other outputs go to ``OUTDIR/cutout/``, ``OUTDIR/composite/`` and
 ``OUTDIR/preview/``.  Exit status: 0 when every image was predicted (or skipped because its
-outputs exist), 1 when any input failed, 2 for a usage error, 130 when interrupted.
+outputs exist), 1 when any input failed, 2 for a usage error (including unreadable weights, an
+output folder that cannot be written, and outputs that would replace input files: refused before
+the model runs), 130 when interrupted.
 """
 from __future__ import annotations
 
@@ -50,9 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image files, folders, glob patterns or .txt/.lst lists of paths")
     p.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR",
                    help="output folder (created if needed)")
-    p.add_argument("--model", help="architecture: u2net, u2netp or isnet (guessed from the "
-                   "weights when omitted)")
-    p.add_argument("--weights", help=".ckpt, official .pth, .safetensors or .onnx file")
+    p.add_argument("--model", help="architecture: u2net, u2netp or isnet (from the catalogue for "
+                   "a model-zoo name, else guessed from the weights when omitted)")
+    p.add_argument("--weights", help=".ckpt, official .pth, .safetensors or .onnx file, or a "
+                   "model-zoo name (salseg-models list), downloaded and verified on first use")
     p.add_argument("--random-weights", action="store_true",
                    help="run without weights (random initialisation; for testing only)")
     p.add_argument("--save", type=_kinds, default=("mask",), metavar="KINDS",
@@ -131,6 +134,19 @@ def main(argv: list[str] | None = None) -> int:
     items, problems = collect_inputs(args.inputs, recursive=args.recursive, exclude=args.output)
     for problem in problems:
         print(f"FAILED {problem.name}: {problem.problem}", file=sys.stderr)
+    # before any model work: an output must never be an input, and the folder must be writable
+    from salseg.atomic import OutputFolderError, ensure_writable_dir
+    from salseg.predict.inputs import describe_clashes, output_clashes
+
+    clashes = output_clashes(items, args.output, args.save)
+    if clashes:
+        print(f"error: {describe_clashes(clashes)}", file=sys.stderr)
+        return 2
+    try:
+        ensure_writable_dir(args.output)
+    except OutputFolderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     try:
         import torch
@@ -146,6 +162,10 @@ def main(argv: list[str] | None = None) -> int:
                               onnx_threads=args.onnx_threads)
     except (ValueError, RuntimeError, OSError) as exc:  # WeightsError is a RuntimeError
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if getattr(predictor, "is_classifier", False) and set(args.save) != {"mask"}:
+        print(f"error: {args.weights} predicts class maps ({', '.join(predictor.classes)}); "
+              "only --save mask applies (the mask holds the class index)", file=sys.stderr)
         return 2
 
     save = SaveOptions(kinds=args.save, overwrite=args.overwrite, decontaminate=args.decontaminate,

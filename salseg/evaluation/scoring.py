@@ -3,7 +3,8 @@ with :class:`~salseg.metrics.SaliencyMetrics`. The same function serves folder m
 disk) and model mode (maps produced by a model): only the iterator differs.
 
 Predictions whose size differs from their GT are resized to the GT size first (the protocol's
-bilinear resize, :func:`salseg.metrics.resize_to_gt`). HCE, the slow metric, runs in worker
+bilinear resize, :func:`salseg.metrics.resize_to_gt`); a prediction whose size is the GT's transposed
+is refused instead (a rotation mix-up, not a low-resolution map). HCE, the slow metric, runs in worker
 processes (``workers`` > 1) on the binarised maps while the main process computes the rest.
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ from salseg.metrics.hce import (
     gt_skeleton,
     hce_parts,
 )
-from salseg.metrics.protocol import Pair, resize_to_gt
+from salseg.metrics.protocol import MapPair, resize_to_gt
 
 
 @dataclass
@@ -94,10 +95,14 @@ def score_pairs(
                 raise ValueError(f"{name}: expected (H, W) maps, got {tuple(pred_t.shape)} and "
                                  f"{tuple(gt_t.shape)}")
             resized = tuple(pred_t.shape) != tuple(gt_t.shape)
+            if resized and tuple(pred_t.shape) == tuple(gt_t.shape)[::-1]:
+                raise ValueError(f"{name}: the prediction is {tuple(pred_t.shape)} and the GT "
+                                 f"{tuple(gt_t.shape)} (H, W): transposed, not just smaller (an "
+                                 "EXIF orientation mix-up?); refusing to stretch it")
             if resized:
                 pred_t = resize_to_gt(pred_t, tuple(gt_t.shape))
                 n_resized += 1
-            pair = Pair(pred_t, gt_t)
+            pair = MapPair(pred_t, gt_t)
             if parallel_hce:
                 assert pool is not None and hce_metric is not None
                 futures.append(pool.submit(

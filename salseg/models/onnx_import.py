@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from salseg.models.registry import MODELS, canonical_name, create_model
-from salseg.models.weights import WeightsError
+from salseg.models.errors import WeightsError
+from salseg.models.registry import canonical_name, create_model, model_names
 
 _DATA_INPUT_ONLY = {"Resize", "Upsample", "Reshape", "Expand", "Slice", "Pad", "Tile"}
 _SHAPE_OPS = {"Shape", "Size", "ConstantOfShape"}
@@ -68,9 +68,9 @@ class _Reference:
 
 
 @functools.cache
-def _reference(name: str) -> _Reference:
+def _reference(name: str, out_ch: int = 1) -> _Reference:
     with torch.device("meta"):
-        model = create_model(name).eval()
+        model = create_model(name, **({"out_ch": out_ch} if out_ch != 1 else {})).eval()
     produced_by: dict[int, list[str]] = {}
     consumed: dict[str, int] = {}
     order: list[str] = []
@@ -149,15 +149,34 @@ def _attr(node, name: str, default):
     return default
 
 
+def load_onnx(path: str | Path, load_external_data: bool = True):  # noqa: ANN201
+    """``onnx.load`` with one clear :class:`WeightsError` naming the file for a missing, empty
+    (0 bytes; protobuf parses it as an empty model), corrupt or graph-less file."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: ONNX file not found")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"{path}: ONNX file is empty (0 bytes): an interrupted download or "
+                           "copy? fetch or export it again")
+    try:
+        proto = onnx.load(str(path), load_external_data=load_external_data)
+    except Exception as exc:  # noqa: BLE001 - protobuf DecodeError, external data errors ...
+        raise WeightsError(f"{path}: not a readable ONNX file (corrupt or not ONNX: "
+                           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                           ) from None
+    if not proto.graph.node:
+        raise WeightsError(f"{path}: not a readable ONNX file (no graph in it: corrupt or not "
+                           "ONNX)")
+    return proto
+
+
 class _Graph:
     def __init__(self, path: Path) -> None:
-        import onnx
         from onnx import numpy_helper
 
-        try:
-            proto = onnx.load(str(path))
-        except Exception as exc:  # noqa: BLE001
-            raise WeightsError(f"{path}: not a readable ONNX file ({exc})") from exc
+        proto = load_onnx(path)
         self.path = path
         graph = proto.graph
         self.nodes = list(graph.node)
@@ -268,11 +287,12 @@ def onnx_to_state_dict(path: str | Path, name: str | None = None
     head_channels = min(int(c.weight.shape[0]) for c in convs)
     chain = [c for c in convs if c.weight.shape[0] != head_channels]
     heads = [c for c in convs if c.weight.shape[0] == head_channels]
-    candidates = [canonical_name(name)] if name else list(MODELS)
+    candidates = [canonical_name(name)] if name else model_names()
     reasons = {}
     chosen = None
+    out_ch = int(head_channels)  # multi-channel heads, e.g. a 4-class U2-Net (cloth parsing)
     for cand in candidates:
-        ref = _reference(cand)
+        ref = _reference(cand, out_ch)
         why = _match(ref, chain)
         if why is None and len(heads) == len(ref.heads):
             chosen = cand
@@ -282,7 +302,7 @@ def onnx_to_state_dict(path: str | Path, name: str | None = None
         detail = "; ".join(f"{k}: {v}" for k, v in reasons.items())
         raise WeightsError(f"{path}: graph does not match "
                            f"{'model ' + name if name else 'any known architecture'} ({detail})")
-    ref = _reference(chosen)
+    ref = _reference(chosen, out_ch)
 
     # identify the heads by the stage that feeds them
     chain_index = {c.node.output[0]: i for i, c in enumerate(chain)}
