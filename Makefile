@@ -9,7 +9,7 @@ CONSTRAINTS := requirements/constraints.txt
 LATEST := .venv-latest
 LATEST_PY := $(LATEST)/bin/python
 
-.PHONY: install test test-all test-latest lock lint demo bench clean-demo
+.PHONY: install browser test test-all test-latest lock lint demo bench clean-demo
 
 install: $(STAMP)
 
@@ -18,6 +18,14 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(PY) -m pip install --upgrade --quiet pip
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	@touch $(STAMP)
+
+# headless Chromium for the browser tests (tests/test_serve_browser.py): Debian's packages,
+# installed when missing (root or passwordless sudo); without them those tests are skipped
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver; \
+	elif sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq chromium chromium-driver; \
+	else echo "note: chromium/chromium-driver missing and no root: browser tests will be skipped"; fi
 
 # the fast suite against the newest releases pyproject.toml allows, in a separate venv
 # (.venv stays on the pinned versions)
@@ -34,10 +42,10 @@ lock: test-latest
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 	@echo "$(CONSTRAINTS) refreshed from $(LATEST); review and commit the diff"
 
-test: install
+test: install browser
 	$(PY) -m pytest -m "not slow" -q $(PYTEST_FLAGS)
 
-test-all: install
+test-all: install browser
 	$(PY) -m pytest -q $(PYTEST_FLAGS)
 
 lint: install

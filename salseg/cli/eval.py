@@ -2,9 +2,9 @@
 ``configs/eval.yaml``; docs/metrics.md).
 
 Folder mode (``pred_dir=... gt_dir=...``) scores saved maps of one or several methods and writes
-metrics.json, per_image.csv, curves.json, results.md, pr_curve.png and f_curve.png into the run
-directory. Model mode (``ckpt=... data=...``) predicts the data config's test sets with the
-checkpoint (the model's official preprocessing, as ``salseg-predict``) and scores them the same way.
+metrics.json, per_image.csv, curves.json, results.md, report.html (+ report_files/), pr_curve.png
+and f_curve.png into the run directory. Model mode (``ckpt=... data=...``) predicts the data
+config's test sets with the checkpoint (the model's official preprocessing, as ``salseg-predict``) and scores them the same way.
 ``ckpt`` may be a model-zoo name (docs/zoo.md); then the paper's published row and the difference
 are written beside each measured row (results.md, paper_comparison.json).
 """
@@ -46,6 +46,7 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
         skeleton_cache=cfg.get("skeleton_cache"), hce_binarize=cfg.get("hce_binarize", "dis"),
         progress=bool(cfg.get("progress", True)),
         plots=bool(cfg.get("plots", True)), overwrite=bool(cfg.get("overwrite", False)),
+        html=bool(cfg.get("html", True)), image_dir=cfg.get("image_dir"),
     )
     print((Path(out_dir) / "results.md").read_text())
     print(f"reports written to {Path(out_dir).resolve()}: {', '.join(p.name for p in paths.values())}")

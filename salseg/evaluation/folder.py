@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from salseg.evaluation.errors import EvaluationError
+from salseg.evaluation.html import Gallery, image_lookup
 from salseg.evaluation.io import IMAGE_EXTENSIONS, read_map_u8
 from salseg.evaluation.pairs import match_folders
 from salseg.evaluation.report import Results, check_free, write_reports
@@ -131,6 +132,8 @@ def evaluate_folders(
     plots: bool = True,
     overwrite: bool = False,
     log=print,  # noqa: ANN001
+    html: bool = True,
+    image_dir: str | Path | None = None,
 ) -> tuple[Results, dict[str, Path]]:
     """Score every method folder against ``gt_dir`` and write the reports into ``out_dir``."""
     out_dir = Path(out_dir)
@@ -142,6 +145,8 @@ def evaluate_folders(
     conv = convention_for(ds, convention)
     metric_groups = groups_for(conv, groups)
     methods = resolve_methods(pred_dir)
+    gallery = Gallery(out_dir) if html else None
+    images = image_lookup(image_dir, gt_dir)
     results: Results = {}
     for method, folder in methods.items():
         match = match_folders(folder, gt_dir, on_error)
@@ -150,8 +155,11 @@ def evaluate_folders(
                 f"{len(match.missing_prediction)} GT maps without a prediction and "
                 f"{len(match.missing_gt)} predictions without a GT map")
         unusable: list[str] = []
+        items = _read_items(match.pairs, on_error, unusable)
+        if gallery is not None:
+            items = gallery.tap(method, ds, items, images)
         scores = score_pairs(
-            _read_items(match.pairs, on_error, unusable), convention=conv, groups=metric_groups, hce_binarize=hce_binarize, skeleton_cache=skeleton_cache, workers=workers,
+            items, convention=conv, groups=metric_groups, hce_binarize=hce_binarize, skeleton_cache=skeleton_cache, workers=workers,
             progress=progress, desc=f"{method} / {ds}", total=len(match.pairs),
         )
         if unusable:
@@ -164,5 +172,5 @@ def evaluate_folders(
         scores.summary["pred_dir"] = str(folder)
         scores.summary["gt_dir"] = str(gt_dir)
         results[method] = {ds: scores}
-    paths = write_reports(results, out_dir, plots=plots, overwrite=overwrite)
+    paths = write_reports(results, out_dir, plots=plots, overwrite=overwrite, gallery=gallery)
     return results, paths

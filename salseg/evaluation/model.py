@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 from salseg.data.io import load_image
 from salseg.data.sources import Pair
 from salseg.evaluation.folder import groups_for
+from salseg.evaluation.html import Gallery
 from salseg.evaluation.io import read_map_u8
 from salseg.evaluation.report import Results, check_free, write_reports
 from salseg.evaluation.scoring import DatasetScores, score_pairs
@@ -74,13 +75,14 @@ def evaluate_model(predictor: Predictor, test_sets: Sequence[tuple[str, Sequence
                    groups: str | Sequence[str] = "auto", batch_size: int = 4, num_workers: int = 0,
                    save_predictions: bool = False, workers: int = 0, hce_binarize: str = "dis",
                    skeleton_cache: str | None = None, progress: bool = True, plots: bool = True,
-                   overwrite: bool = False) -> tuple[Results, dict[str, Path]]:
+                   overwrite: bool = False, html: bool = True) -> tuple[Results, dict[str, Path]]:
     """Predict and score every test set; write the same reports as folder mode into ``out_dir``."""
     out_dir = Path(out_dir)
     check_free(out_dir, overwrite)
     method = method or predictor.name
     per_dataset: dict[str, DatasetScores] = {}
     metric_groups = groups_for(convention, groups)
+    gallery = Gallery(out_dir) if html else None
     for name, pairs in test_sets:
         missing = [p.image for p in pairs if p.mask is None]
         if missing:
@@ -88,13 +90,17 @@ def evaluate_model(predictor: Predictor, test_sets: Sequence[tuple[str, Sequence
         save_dir = out_dir / "predictions" / name if save_predictions else None
         if save_dir is not None:
             save_dir.mkdir(parents=True, exist_ok=True)
-        scores = score_pairs(_items(predictor, pairs, batch_size, num_workers, save_dir, overwrite),
+        items = _items(predictor, pairs, batch_size, num_workers, save_dir, overwrite)
+        if gallery is not None:
+            images = {p.stem + ("__hflip" if p.hflip else ""): (p.image, p.hflip) for p in pairs}
+            items = gallery.tap(method, name, items, images.get)
+        scores = score_pairs(items,
                              convention=convention, groups=metric_groups, hce_binarize=hce_binarize,
                              skeleton_cache=skeleton_cache, workers=workers, progress=progress,
                              desc=f"{method} / {name}", total=len(pairs))
         per_dataset[name] = scores
     results: Results = {method: per_dataset}
-    paths = write_reports(results, out_dir, plots=plots, overwrite=overwrite)
+    paths = write_reports(results, out_dir, plots=plots, overwrite=overwrite, gallery=gallery)
     return results, paths
 
 
@@ -142,5 +148,6 @@ def run_model_mode(cfg: Any, out_dir: str | Path) -> tuple[Results, dict[str, Pa
         save_predictions=bool(cfg.get("save_predictions", False)),
         workers=int(cfg.get("workers", 0)), hce_binarize=cfg.get("hce_binarize", "dis"),
         skeleton_cache=cfg.get("skeleton_cache"), progress=bool(cfg.get("progress", True)),
-        plots=bool(cfg.get("plots", True)), overwrite=bool(cfg.get("overwrite", False)))
+        plots=bool(cfg.get("plots", True)), overwrite=bool(cfg.get("overwrite", False)),
+        html=bool(cfg.get("html", True)))
     return results, paths

@@ -7,6 +7,8 @@ and never over existing files unless asked:
 * ``curves.json`` - the dataset P/R/F/E curves (index = threshold) for re-plotting;
 * ``results.md`` - a table laid out like the papers' tables (SOD: maxF, MAE, wF, S, relaxFb;
   DIS: maxF, wF, MAE, S, E, HCE), one table per maxF convention;
+* ``report.html`` - results, curves and a per-image gallery, worst images first
+  (:mod:`salseg.evaluation.html`; written when a gallery is given);
 * ``pr_curve.png`` / ``f_curve.png`` - precision-recall and F-measure-threshold curves, one panel per
   dataset and one line per method (like the papers' figures), drawn with Matplotlib's Agg canvas.
 """
@@ -24,7 +26,7 @@ from salseg.evaluation.errors import EvaluationError
 from salseg.evaluation.scoring import DatasetScores
 
 REPORT_FILES = ("metrics.json", "per_image.csv", "curves.json", "results.md", "pr_curve.png",
-                "f_curve.png")
+                "f_curve.png", "report.html")
 CONVENTION_TEXT = {
     "u2net": "U2-Net / BASNet convention: F-measure of the mean-over-images precision and recall "
              "curves, 255 thresholds (Binary-Segmentation-Evaluation-Tool)",
@@ -187,7 +189,7 @@ def plot_curves(results: Results, kind: str) -> bytes:
 
 
 def write_reports(results: Results, out_dir: str | Path, plots: bool = True,
-                  overwrite: bool = False) -> dict[str, Path]:
+                  overwrite: bool = False, gallery: Any = None) -> dict[str, Path]:
     """Write every report file into ``out_dir``; returns their paths by name."""
     out = Path(out_dir)
     check_free(out, overwrite)
@@ -203,4 +205,12 @@ def write_reports(results: Results, out_dir: str | Path, plots: bool = True,
         atomic_write_bytes(paths["f_curve.png"], plot_curves(results, "f"), overwrite)
     else:
         del paths["pr_curve.png"], paths["f_curve.png"]
+    if gallery is not None:  # salseg.evaluation.html.Gallery
+        try:
+            gallery.write(results, paths["report.html"], plots=plots, overwrite=overwrite)
+        except OutputExistsError:
+            raise EvaluationError(f"{paths['report.html']} exists; not overwriting it "
+                                  "(pass overwrite=true)") from None
+    else:
+        del paths["report.html"]
     return paths

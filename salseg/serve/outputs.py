@@ -1,0 +1,116 @@
+"""Upload decoding and PNG rendering for ``salseg-serve``, on the pixel path of ``salseg-predict``.
+
+* An upload is spooled to a private temporary file and decoded by
+  :func:`salseg.data.io.read_image`, the decoder of ``salseg-predict`` (EXIF orientation, alpha
+  dropped, 16-bit scaling, ...), so the same bytes give the same pixels.  Images above the pixel
+  limit are refused from their header alone, before decoding.
+* The probability map is finished by the model's :meth:`Predictor.finish` with the request's
+  mask options, and every output is built by the functions ``salseg-predict`` writes with
+  (:mod:`salseg.predict.compose`, :func:`~salseg.predict.io.encode_png`), so a response is
+  byte-identical to the file ``salseg-predict`` writes for the same options.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from salseg.data.errors import DataError
+from salseg.data.io import image_size, load_image
+from salseg.predict.compose import background_like, composite, cutout, decontaminate, preview
+from salseg.predict.inputs import OUTPUT_KINDS
+from salseg.predict.io import encode_png
+from salseg.predict.postprocess import RefineOptions, to_uint8
+from salseg.predict.predictor import Predictor
+
+
+class UploadError(Exception):
+    """A request that cannot be served; ``status`` is the HTTP status code to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def decode_upload(data: bytes, filename: str, max_pixels: int | None,
+                  tmp_dir: str | None = None) -> tuple[np.ndarray, bool]:
+    """uint8 RGB ``(H, W, 3)`` of an uploaded file and whether it was decoded from one colour
+    channel (the decoder's ``gray`` flag, when it has one; grayscale inputs may be normalised
+    differently); :class:`UploadError` (413/415) if unusable."""
+    label = filename or "upload"
+    if not data:
+        raise UploadError(415, f"{label}: file is empty (0 bytes)")
+    fd, path = tempfile.mkstemp(prefix=".salseg-upload-", dir=tmp_dir)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        try:
+            if max_pixels:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                    h, w = image_size(path)
+                if h * w > max_pixels:
+                    raise UploadError(413, f"{label}: image is {w}x{h} = {h * w / 1e6:.1f} MP, "
+                                           f"above the server's limit of {max_pixels / 1e6:.1f} MP")
+            loaded = load_image(path)
+            return loaded.array, bool(getattr(loaded, "gray", False))
+        except DataError as exc:
+            status = 413 if "too large" in exc.problem else 415
+            raise UploadError(status, f"{label}: {exc.problem}") from None
+        except Image.DecompressionBombError as exc:
+            raise UploadError(413, f"{label}: image too large to decode safely ({exc})") from None
+    finally:
+        os.unlink(path)
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """What one request asks for: the output kind and the options of ``salseg-predict``."""
+
+    kind: str = "cutout"
+    normalization: str = "minmax"
+    refine: RefineOptions = RefineOptions()
+    decontaminate: bool = False
+    bg_color: str = "white"
+
+    def __post_init__(self) -> None:
+        if self.kind not in OUTPUT_KINDS:
+            raise ValueError(f"output must be one of {', '.join(OUTPUT_KINDS)}, got {self.kind!r}")
+
+
+def prepare(predictor: Predictor, image: np.ndarray, gray: bool) -> torch.Tensor:
+    """The model input, as the batch loop of ``salseg-predict`` prepares it."""
+    return predictor.prepare(image, gray) if gray else predictor.prepare(image)
+
+
+def finish(predictor: Predictor, prob: torch.Tensor, size: tuple[int, int],
+           options: RenderOptions) -> np.ndarray:
+    """The refined float alpha, by ``predictor.finish`` with the request's mask options (a
+    shallow copy of the predictor carries them; the model itself is shared)."""
+    if (options.normalization, options.refine) != (predictor.normalization,
+                                                   predictor.refine_options):
+        predictor = copy.copy(predictor)
+        predictor.normalization = options.normalization
+        predictor.refine_options = options.refine
+    return predictor.finish(prob, size)
+
+
+def render(image: np.ndarray, alpha: np.ndarray, options: RenderOptions) -> bytes:
+    """PNG bytes of one output, built exactly as ``salseg-predict`` builds the file."""
+    if options.kind == "mask":
+        return encode_png(to_uint8(alpha))
+    fg = decontaminate(image, alpha) if options.decontaminate else None
+    if options.kind == "cutout":
+        array = cutout(image, alpha, fg)
+    elif options.kind == "composite":
+        array = composite(image, alpha, background_like(image, options.bg_color), fg)
+    else:
+        array = preview(image, alpha, fg)
+    return encode_png(array)
