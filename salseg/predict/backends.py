@@ -6,7 +6,9 @@ on the CPU for onnxruntime).
 
 * PyTorch: ``sigmoid`` of the prediction logits (fused map for U2-Net, side 1 for IS-Net, see
   :func:`salseg.models.prediction_logits`); ``bf16``/``fp16`` run under ``torch.autocast``
-  (fp16 needs CUDA); ``channels_last`` is on by default (about 10% faster on the CPU as well).
+  (fp16 needs CUDA); ``channels_last`` is on by default (about 10% faster on the CPU as well);
+  BatchNorms are folded into the convolutions at load (``fold_bn``, :mod:`salseg.models.fold`;
+  the caller's module is not modified).
 * onnxruntime: output 0 of the graph, which is the probability map in files exported by
   ``salseg-export`` and in the official/rembg U2-Net and IS-Net exports.  Graphs with a fixed
   batch size of 1 are run image by image; float16 graphs get a float16 input.
@@ -19,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from salseg.models.fold import fold_batchnorm
 from salseg.models.registry import prediction_logits
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -52,12 +55,13 @@ class TorchRunner:
     """Run a PyTorch model in eval mode and return the prediction probabilities."""
 
     def __init__(self, model: nn.Module, name: str, device: torch.device,
-                 precision: str = "fp32", channels_last: bool | None = None) -> None:
+                 precision: str = "fp32", channels_last: bool | None = None,
+                 fold_bn: bool = True) -> None:
         self.name = name
         self.device = device
         self.dtype = check_precision(precision, device)
         self.channels_last = True if channels_last is None else channels_last
-        self.model = model.eval().to(device)
+        self.model = (fold_batchnorm(model) if fold_bn else model.eval()).to(device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
