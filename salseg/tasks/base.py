@@ -5,9 +5,16 @@ checkpoint, converted to ``channels_last`` and/or compiled), an optimizer and sc
 Hydra ``_partial_`` objects, validation metrics from ``salseg.metrics`` computed at the
 ground truth's original resolution, and TensorBoard logging of every loss term and of image grids
 (input / GT / prediction).  Subclasses define ``compute_loss``.
+
+Per-step overhead (docs/performance.md): ``activation_checkpointing`` recomputes the RSU
+blocks' activations in the backward pass (:mod:`salseg.models.checkpointing`);
+``fused_optimizer`` (default: on CUDA) builds Adam/AdamW with ``fused=True``;
+``progress_bar_loss`` (default: off on CUDA) shows the step loss in the progress bar, which
+makes Lightning convert it to a Python number — a host sync — at every step.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from salseg.models import canonical_name, create_model, get_spec, prediction_logits
+from salseg.models.checkpointing import enable_activation_checkpointing
 from salseg.models.weights import load_weights
 from salseg.tasks.validation import build_val_metrics
 from salseg.tasks.visualize import prediction_grid
@@ -42,6 +50,9 @@ class SegmentationTask(L.LightningModule):
         num_log_images: int = 4,
         net_kwargs: dict | None = None,
         input_size: Sequence[int] | None = None,
+        activation_checkpointing: bool = False,
+        fused_optimizer: bool | None = None,
+        progress_bar_loss: bool | None = None,
     ) -> None:
         super().__init__()
         # ``name`` and ``input_size`` (the training/eval resolution) travel in the checkpoint, so
@@ -57,6 +68,8 @@ class SegmentationTask(L.LightningModule):
         self.channels_last = channels_last
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
+        if activation_checkpointing:
+            enable_activation_checkpointing(self.model)
         # Compiled forward kept outside the module tree, so state-dict keys stay official.
         self._compiled: list[Callable] = [torch.compile(self.model)] if compile else []
         self.val_metrics = build_val_metrics(val_convention)
@@ -78,7 +91,9 @@ class SegmentationTask(L.LightningModule):
         outputs = self(self.model_input(batch))
         loss, terms = self.compute_loss(batch, outputs)
         bs = batch["mask"].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        pbar = self.hparams.progress_bar_loss
+        pbar = self.device.type != "cuda" if pbar is None else bool(pbar)
+        self.log("train/loss", loss, prog_bar=pbar, batch_size=bs)
         self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, batch_size=bs)
         every = self.hparams.log_images_every_n_steps
         if every and self.global_step % every == 0:
@@ -115,15 +130,28 @@ class SegmentationTask(L.LightningModule):
     # -------------------------------------------------------------- optimizer
     def configure_optimizers(self) -> Any:
         params = [p for p in self.model.parameters()]
-        if self.optimizer_factory is None:
-            optimizer = torch.optim.Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)
-        else:
-            optimizer = self.optimizer_factory(params)
+        factory = self.optimizer_factory or functools.partial(
+            torch.optim.Adam, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)
+        optimizer = factory(params, **self._fused_kwargs(factory))
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval}}
+
+    def _fused_kwargs(self, factory: Callable) -> dict:
+        """``{"fused": True}`` for Adam/AdamW on CUDA (one kernel for all parameters) unless the
+        config sets ``fused``/``foreach`` itself or ``fused_optimizer=false``."""
+        fused = self.hparams.fused_optimizer
+        if fused is None:
+            fused = self.device.type == "cuda"
+        cls = getattr(factory, "func", factory)
+        given = getattr(factory, "keywords", {}) or {}
+        if not fused or cls not in (torch.optim.Adam, torch.optim.AdamW):
+            return {}
+        if "fused" in given or "foreach" in given:
+            return {}
+        return {"fused": True}
 
     # ---------------------------------------------------------------- logging
     def _log_grid(self, tag: str, batch: dict, outputs: Any) -> None:
