@@ -56,3 +56,30 @@ def test_torch_runner_folds_by_default_and_matches_unfolded():
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.model.modules())
     assert any(isinstance(m, nn.BatchNorm2d) for m in plain.model.modules())
     assert (plain(x) - fast(x)).abs().max().item() < 1e-4
+
+
+def test_torch_runner_jit_trace_matches_eager_and_is_cached_per_shape():
+    torch.manual_seed(0)
+    net = _randomise_bn(create_model("u2netp"))
+    eager = TorchRunner(net, "u2netp", torch.device("cpu"), jit=False)
+    traced = TorchRunner(net, "u2netp", torch.device("cpu"))
+    assert traced.jit and not eager.jit
+    for shape in [(1, 3, 64, 64), (2, 3, 64, 64), (1, 3, 48, 72)]:
+        x = torch.randn(*shape)
+        assert (eager(x) - traced(x)).abs().max().item() < 1e-4
+    assert len(traced._traced) == 2  # (3, 64, 64) for batches 1 and 2, and (3, 48, 72)
+
+
+def test_auto_backend_runs_onnxruntime_on_the_cpu_with_the_same_output():
+    pytest.importorskip("onnxruntime")
+    from salseg.predict.backends import OnnxRunner, auto_backend
+    from salseg.predict.predictor import Predictor
+
+    assert auto_backend(torch.device("cpu"), "bf16") == "torch"
+    torch.manual_seed(0)
+    net = _randomise_bn(create_model("u2netp"))
+    auto = Predictor(net, model="u2netp", backend="auto", device="cpu", input_size=64)
+    plain = Predictor(net, model="u2netp", backend="torch", device="cpu", input_size=64)
+    assert auto.backend == "onnx" and isinstance(auto.runner, OnnxRunner)
+    x = torch.randn(1, 3, 64, 64)
+    assert (auto.infer(x) - plain.infer(x)).abs().max().item() < 1e-4

@@ -58,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", type=_kinds, default=("mask",), metavar="KINDS",
                    help="comma-separated outputs: mask,cutout,composite,preview (default mask)")
     g = p.add_argument_group("inference")
-    g.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                   help="onnx: run an .onnx file with onnxruntime")
+    g.add_argument("--backend", choices=("auto", "torch", "onnx"), default="torch",
+                   help="onnx: run an .onnx file with onnxruntime; auto: onnxruntime on the CPU "
+                   "in fp32 when installed (other weights are exported at load), else torch")
     g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N]")
     g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="autocast precision (fp16 needs CUDA)")

@@ -29,7 +29,14 @@ from salseg.models.weights import (
     load_weights,
     read_state_dict,
 )
-from salseg.predict.backends import OnnxRunner, TorchRunner, resolve_device
+from salseg.predict.backends import (
+    BACKENDS,
+    OnnxRunner,
+    TorchRunner,
+    auto_backend,
+    exported_onnx_runner,
+    resolve_device,
+)
 from salseg.predict.compose import cutout as make_cutout
 from salseg.predict.compose import decontaminate as estimate_foreground
 from salseg.predict.images import ImageInput, to_rgb_uint8
@@ -37,7 +44,6 @@ from salseg.predict.postprocess import RefineOptions, refine, restore_alpha, to_
 from salseg.predict.preprocess import Preprocessor
 
 log = logging.getLogger(__name__)
-BACKENDS = ("torch", "onnx")
 
 
 def onnx_model_name(path: str | Path) -> str | None:
@@ -103,10 +109,15 @@ class Predictor:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.device = resolve_device(device)
+        auto = backend == "auto"
+        if auto:  # the faster installed back-end for this device (docs/performance.md)
+            backend = auto_backend(self.device, precision)
+            is_onnx_file = isinstance(weights, (str, Path)) and \
+                Path(weights).suffix.lower() == ".onnx"
         self.backend = backend
         self.normalization = normalization
         self.refine_options = refine_options or RefineOptions()
-        if backend == "onnx":
+        if backend == "onnx" and not (auto and not is_onnx_file):
             if not isinstance(weights, (str, Path)) or Path(weights).suffix.lower() != ".onnx":
                 raise ValueError("backend='onnx' needs weights given as a path to an .onnx file")
             path = Path(weights)
@@ -126,7 +137,10 @@ class Predictor:
             if input_size is None and meta.get("input_size"):
                 input_size = meta["input_size"]  # the resolution the checkpoint was trained at
             net, name = build_model(weights, model)
-            self.runner = TorchRunner(net, name, self.device, precision, channels_last)
+            if backend == "onnx":  # auto on the CPU with non-ONNX weights: export, then run
+                self.runner = exported_onnx_runner(net, name, self.device, onnx_threads)
+            else:
+                self.runner = TorchRunner(net, name, self.device, precision, channels_last)
         self.name = name
         self.preprocessor = Preprocessor(name, input_size, resize)
 
