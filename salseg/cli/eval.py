@@ -66,11 +66,13 @@ def run_model_mode(cfg: DictConfig, out_dir: str | Path) -> dict:
     if not cfg.get("ckpt") and not model_name:
         raise EvaluationError("random_weights=true needs model=<name>")
     input_size = cfg.get("input_size")
-    predictor = Predictor(
-        None if cfg.get("random_weights") else str(cfg.ckpt), model=model_name,
+    predictor_kwargs = dict(
+        weights=None if cfg.get("random_weights") else str(cfg.ckpt), model=model_name,
         device=str(cfg.get("device", "auto")), precision=str(cfg.get("precision", "fp32")),
         input_size=list(input_size) if input_size is not None else None,
         resize=str(cfg.get("resize", "official")))
+    kwargs = dict(predictor_kwargs)
+    predictor = Predictor(kwargs.pop("weights"), **kwargs)
     datamodule = instantiate(cfg.data, verbose=False)
     datamodule.setup("test")
     test_sets = list(datamodule.test_sets or [])
@@ -96,7 +98,8 @@ def run_model_mode(cfg: DictConfig, out_dir: str | Path) -> dict:
         save_predictions=bool(cfg.get("save_predictions", False)),
         workers=int(cfg.get("workers", 0)), hce_binarize=cfg.get("hce_binarize", "dis"),
         skeleton_cache=cfg.get("skeleton_cache"), progress=bool(cfg.get("progress", True)),
-        plots=bool(cfg.get("plots", True)), overwrite=bool(cfg.get("overwrite", False)))
+        plots=bool(cfg.get("plots", True)), overwrite=bool(cfg.get("overwrite", False)),
+        num_processes=int(cfg.get("num_processes", 1)), predictor_kwargs=predictor_kwargs)
     print((Path(out_dir) / "results.md").read_text())
     print(f"reports written to {Path(out_dir).resolve()}: {', '.join(p.name for p in paths.values())}")
     return json.loads(paths["metrics.json"].read_text())
