@@ -4,16 +4,35 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_FLAGS ?=
+# pinned versions of everything `.[dev]` installs; refreshed by `make lock` (README)
+CONSTRAINTS := requirements/constraints.txt
+LATEST := .venv-latest
+LATEST_PY := $(LATEST)/bin/python
 
-.PHONY: install test test-all lint demo bench clean-demo
+.PHONY: install test test-all test-latest lock lint demo bench clean-demo
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade --quiet pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	@touch $(STAMP)
+
+# the fast suite against the newest releases pyproject.toml allows, in a separate venv
+# (.venv stays on the pinned versions)
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST_PY) -m pip install --upgrade --quiet pip
+	$(LATEST_PY) -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[dev]'
+	$(LATEST_PY) -m pytest -m "not slow" -q $(PYTEST_FLAGS)
+
+# refresh the pins: only a set of releases that passed test-latest is written
+lock: test-latest
+	{ grep '^#' $(CONSTRAINTS); $(LATEST_PY) -m pip freeze --exclude-editable; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	@echo "$(CONSTRAINTS) refreshed from $(LATEST); review and commit the diff"
 
 test: install
 	$(PY) -m pytest -m "not slow" -q $(PYTEST_FLAGS)
@@ -27,8 +46,9 @@ lint: install
 demo: install
 	$(PY) scripts/demo.py
 
+# the bench extra's own packages (rembg, ...) are not pinned; what they share with .[dev] is
 $(VENV)/.bench-installed: $(STAMP)
-	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev,bench]'
 	@touch $@
 
 bench: $(VENV)/.bench-installed

@@ -16,9 +16,11 @@ import hydra
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from salseg.atomic import write_text_atomic
 from salseg.config import CONFIG_DIR
 from salseg.data.errors import DataError
 from salseg.evaluation import EvaluationError, evaluate_folders
+from salseg.evaluation.report import check_free
 from salseg.models.weights import WeightsError
 
 
@@ -105,12 +107,30 @@ def run_model_mode(cfg: DictConfig, out_dir: str | Path) -> dict:
     return json.loads(paths["metrics.json"].read_text())
 
 
+def record_config(cfg: DictConfig, out_dir: str | Path) -> Path:
+    """Write ``.hydra/config.yaml``, ``hydra.yaml`` and ``overrides.yaml`` (what Hydra itself would
+    write before the job; configs/eval.yaml turns that off so that nothing is written before the
+    run directory is known to be free)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    folder = Path(out_dir) / ".hydra"
+    hydra_cfg = HydraConfig.instance().cfg
+    write_text_atomic(OmegaConf.to_yaml(cfg), folder / "config.yaml", overwrite=True)
+    write_text_atomic(OmegaConf.to_yaml(hydra_cfg), folder / "hydra.yaml", overwrite=True)
+    write_text_atomic(OmegaConf.to_yaml(hydra_cfg.hydra.overrides.task),
+                      folder / "overrides.yaml", overwrite=True)
+    return folder
+
+
 @hydra.main(config_path=str(CONFIG_DIR), config_name="eval", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     out_dir = HydraConfig.get().runtime.output_dir
     try:
+        # refuse a kept run before anything is written into it (its .hydra/ included)
+        check_free(Path(out_dir), bool(cfg.get("overwrite", False)))
+        record_config(cfg, out_dir)
         run(cfg, out_dir)
     except (EvaluationError, WeightsError, DataError, ValueError) as err:
         print(f"salseg-eval: error: {err}", file=sys.stderr)

@@ -7,7 +7,9 @@ Example::
 Masks go to ``OUTDIR/<name>.png`` (8-bit, original size), so ``salseg-eval pred_dir=OUTDIR``
 scores them directly; the other outputs go to ``OUTDIR/cutout/``, ``OUTDIR/composite/`` and
 ``OUTDIR/preview/``.  Exit status: 0 when every image was predicted (or skipped because its
-outputs exist), 1 when any input failed, 2 for a usage error, 130 when interrupted.
+outputs exist), 1 when any input failed, 2 for a usage error (including unreadable weights, an
+output folder that cannot be written, and outputs that would replace input files: refused before
+the model runs), 130 when interrupted.
 """
 from __future__ import annotations
 
@@ -135,6 +137,19 @@ def main(argv: list[str] | None = None) -> int:
     items, problems = collect_inputs(args.inputs, recursive=args.recursive, exclude=args.output)
     for problem in problems:
         print(f"FAILED {problem.name}: {problem.problem}", file=sys.stderr)
+    # before any model work: an output must never be an input, and the folder must be writable
+    from salseg.atomic import OutputFolderError, ensure_writable_dir
+    from salseg.predict.inputs import describe_clashes, output_clashes
+
+    clashes = output_clashes(items, args.output, args.save)
+    if clashes:
+        print(f"error: {describe_clashes(clashes)}", file=sys.stderr)
+        return 2
+    try:
+        ensure_writable_dir(args.output)
+    except OutputFolderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
     try:
         import torch

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from salseg.atomic import mkstemp
 from salseg.data.io import read_image, read_mask
 from salseg.data.sources import Pair
 from salseg.data.transforms import resize_image, resize_mask
@@ -95,7 +95,7 @@ class ResizeCache:
         self.misses += 1
         arr = self.build(pair, size)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npy", dir=path.parent)
+        fd, tmp = mkstemp(path.parent, prefix=".tmp-", suffix=".npy")
         try:
             with os.fdopen(fd, "wb") as f:
                 np.save(f, arr)

@@ -21,6 +21,8 @@ Images
   itself reduces 16-bit RGB PNG/TIFF to 8 bits by keeping the high byte.  32-bit integer
   (``I``) data whose maximum fits 8 bits is kept, else treated as 16-bit; float (``F``) data
   in [0, 1] is multiplied by 255, otherwise clipped to [0, 255].
+* Animated or multi-page files (GIF, APNG, TIFF, WebP) are read as their first frame, with a
+  warning naming the file and a note (camera MPO JPEGs, whose frame 0 is the photo, are quiet).
 * Zero-byte, missing, unreadable (unknown format / corrupt header) and truncated files raise
   :class:`~salseg.data.errors.DataError` naming the file.  Truncated data is never padded
   (Pillow's ``LOAD_TRUNCATED_IMAGES`` stays off).
@@ -122,6 +124,21 @@ def _open(path: str | Path) -> Image.Image:
         raise DataError("cannot open file: permission denied", p) from None
     except Exception as e:  # OSError, SyntaxError, struct.error ... from format plugins
         raise DataError(f"cannot open image ({type(e).__name__}: {e})", p) from None
+
+
+def _frames_note(img: Image.Image, path: str | Path) -> list[str]:
+    """A warning and a note when ``img`` has several frames: frame 0 is what is decoded."""
+    if img.format == "MPO":  # a camera JPEG with extra pictures: frame 0 is the photo itself
+        return []
+    try:
+        frames = int(getattr(img, "n_frames", 1))
+    except Exception:  # noqa: BLE001 - a damaged later frame: frame 0 is still read (or reported)
+        frames = 1
+    if frames <= 1:
+        return []
+    note = f"{frames} frames (animated or multi-page {img.format}): frame 0 used"
+    log.warning("%s: %s", path, note)
+    return [note]
 
 
 def _is_16bit(img: Image.Image) -> bool:
@@ -242,15 +259,16 @@ def load_image(path: str | Path, alpha: str = "drop", fast: bool = True, pixels:
     if alpha not in ALPHA_MODES:
         raise ValueError(f"alpha must be one of {ALPHA_MODES}, got {alpha!r}")
     with _open(path) as img0:
+        frames = _frames_note(img0, path)
         fast_res = _fast_decode(path, img0, colour=True) if fast else None
         if fast_res is not None:
             arr, o = fast_res
-            notes = ["EXIF orientation applied"] if o != 1 else []
+            notes = frames + (["EXIF orientation applied"] if o != 1 else [])
             return LoadedImage(arr, img0.mode, (img0.height, img0.width), o != 1, notes)
         mode = img0.mode
         sixteen = _is_16bit(img0)
         img, transposed, raw_size = _decode(img0, path)
-        notes: list[str] = []
+        notes: list[str] = frames
         if transposed:
             notes.append("EXIF orientation applied")
         if sixteen and mode in ("RGB", "RGBA"):
@@ -307,17 +325,18 @@ def read_image(path: str | Path, alpha: str = "drop", fast: bool = True) -> np.n
 def load_mask(path: str | Path, fast: bool = True) -> LoadedMask:
     """Decode a mask into float32 ``(H, W)`` in [0, 1]; see the module docstring for the rules."""
     with _open(path) as img0:
+        frames = _frames_note(img0, path)
         fast_res = _fast_decode(path, img0, colour=False) if fast else None
         if fast_res is not None:
             arr, o = fast_res
-            notes = ["EXIF orientation applied"] if o != 1 else []
+            notes = frames + (["EXIF orientation applied"] if o != 1 else [])
             m = _from_8bit(arr, notes)
             return LoadedMask(np.ascontiguousarray(m), img0.mode, (img0.height, img0.width),
                               o != 1, notes, bool(notes and notes[-1].startswith("mask stored")))
         mode = img0.mode
         sixteen = _is_16bit(img0)
         img, transposed, raw_size = _decode(img0, path)
-        notes: list[str] = []
+        notes: list[str] = frames
         if transposed:
             notes.append("EXIF orientation applied")
         if sixteen and mode in ("RGB", "RGBA"):
@@ -398,6 +417,7 @@ def read_mask_levels(path: str | Path) -> np.ndarray:
     with _open(path) as img0:
         fast_res = _fast_decode(path, img0, colour=False)
         if fast_res is not None:
+            _frames_note(img0, path)
             arr = fast_res[0]
             if arr.size and int(arr.max()) == 1:
                 arr = arr * np.uint8(255)

@@ -17,12 +17,12 @@ import os
 import shutil
 import sys
 import tarfile
-import tempfile
 import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from salseg.atomic import mkdtemp, mkstemp
 from salseg.data.check import CheckReport, check_pairs
 from salseg.data.errors import DataError
 from salseg.data.sources import Listing
@@ -79,7 +79,7 @@ def download(remote: Remote, dest_dir: str | Path, sha256: str | None = None,
             print(f"[prepare] reusing {dest} (sha256 {have})", file=stream)
             return dest
         print(f"[prepare] {dest} does not match its checksum; downloading again", file=stream)
-    fd, tmp = tempfile.mkstemp(prefix=f".{remote.name}.", suffix=".part", dir=dest_dir)
+    fd, tmp = mkstemp(dest_dir, prefix=f".{remote.name}.", suffix=".part")
     try:
         print(f"[prepare] downloading {remote.url}", file=stream)
         with os.fdopen(fd, "wb") as f, urllib.request.urlopen(remote.url, timeout=60) as r:
@@ -116,7 +116,7 @@ def extract_splits(archive: str | Path, dataset_dir: str | Path, split_names: tu
     archive = Path(archive)
     dataset_dir = Path(dataset_dir)
     dataset_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dataset_dir))
+    tmp = Path(mkdtemp(dataset_dir, prefix=".extract-"))
     placed: list[Path] = []
     try:
         if zipfile.is_zipfile(archive):

@@ -42,6 +42,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
+from salseg.atomic import mkdtemp
+
 GENERATOR_VERSION = 1
 VARIANT_DEFAULTS: dict[str, dict] = {
     "sod": {"size": (320, 320), "n_train": 200, "n_val": 50},
@@ -362,7 +364,7 @@ def ensure_synthetic(root: str | Path, spec: SyntheticSpec | None = None, verbos
             pass
         shutil.rmtree(stale, ignore_errors=True)
     t0 = time.perf_counter()
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{spec.folder_name}-", dir=final.parent))
+    tmp = Path(mkdtemp(final.parent, prefix=f".tmp-{spec.folder_name}-"))
     try:
         _write_split(spec, tmp, "train", spec.n_train)
         _write_split(spec, tmp, "val", spec.n_val)

@@ -4,7 +4,10 @@ folder of ground-truth masks (``pred_dir=... gt_dir=...``) and write the reports
 ``pred_dir`` is a folder of maps (one method, named after the folder), a folder whose subfolders
 hold maps (one method per subfolder), or a list of such folders. Maps are matched to GT masks by
 file stem; ``on_error=strict`` fails on any unmatched name (listing them), ``skip`` scores the
-intersection and records how many were skipped.
+intersection and records how many were skipped.  Maps that cannot be used (unreadable, a NaN in a
+float map, a prediction transposed against its GT) follow the same policy: ``strict`` fails with
+one error listing every such file, ``skip`` leaves them out, lists them in the log and in
+metrics.json (``skipped_unusable``) and counts them in ``n_skipped``.
 """
 from __future__ import annotations
 
@@ -73,9 +76,44 @@ def groups_for(convention: str, groups: str | Sequence[str] = "auto") -> tuple[s
     return tuple(groups)
 
 
-def _read_items(pairs: list[tuple[str, Path, Path]]) -> Iterator[tuple[str, Any, Any]]:
-    for name, pred_path, gt_path in pairs:
-        yield name, read_map_u8(pred_path), read_map_u8(gt_path)
+def read_pair(name: str, pred_path: Path, gt_path: Path) -> tuple[str, Any, Any]:
+    """Read one prediction and its GT; :class:`EvaluationError` for a map that cannot be used.
+
+    A prediction whose size is the GT's transposed (W x H against H x W) is refused rather than
+    stretched: it is almost always a rotation mix-up (EXIF orientation), not a low-res map."""
+    pred, gt = read_map_u8(pred_path), read_map_u8(gt_path)
+    if pred.shape != gt.shape and pred.shape == gt.shape[::-1]:
+        raise EvaluationError(
+            f"{pred_path}: the prediction is {pred.shape[1]}x{pred.shape[0]} (WxH), the GT "
+            f"{gt_path} is {gt.shape[1]}x{gt.shape[0]}: transposed, not just smaller (an EXIF "
+            "orientation mix-up?); refusing to stretch it")
+    return name, pred, gt
+
+
+def _read_items(pairs: list[tuple[str, Path, Path]], on_error: str,
+                unusable: list[str]) -> Iterator[tuple[str, Any, Any]]:
+    """Read the pairs; collect the unusable ones in ``unusable`` (``skip``) or fail listing every
+    one of them (``strict``, which reads the remaining pairs first to find them all)."""
+    yielded = 0
+    for k, (name, pred_path, gt_path) in enumerate(pairs):
+        try:
+            item = read_pair(name, pred_path, gt_path)
+        except EvaluationError as err:
+            unusable.append(str(err))
+            if on_error == "strict":
+                for rest in pairs[k + 1:]:
+                    try:
+                        read_pair(*rest)
+                    except EvaluationError as more:
+                        unusable.append(str(more))
+                raise EvaluationError(
+                    f"{len(unusable)} map(s) cannot be scored (on_error=skip leaves them out):\n"
+                    + "\n".join(f"  {u}" for u in unusable)) from None
+            continue
+        yielded += 1
+        yield item
+    if not yielded:
+        raise EvaluationError("no pair could be scored:\n" + "\n".join(f"  {u}" for u in unusable))
 
 
 def evaluate_folders(
@@ -111,11 +149,16 @@ def evaluate_folders(
             log(f"[{method}] on_error=skip: scoring {len(match.pairs)} pairs, skipped "
                 f"{len(match.missing_prediction)} GT maps without a prediction and "
                 f"{len(match.missing_gt)} predictions without a GT map")
+        unusable: list[str] = []
         scores = score_pairs(
-            _read_items(match.pairs), convention=conv, groups=metric_groups, hce_binarize=hce_binarize, skeleton_cache=skeleton_cache, workers=workers,
+            _read_items(match.pairs, on_error, unusable), convention=conv, groups=metric_groups, hce_binarize=hce_binarize, skeleton_cache=skeleton_cache, workers=workers,
             progress=progress, desc=f"{method} / {ds}", total=len(match.pairs),
         )
-        scores.summary["n_skipped"] = match.n_skipped
+        if unusable:
+            log(f"[{method}] on_error=skip: skipped {len(unusable)} map(s) that cannot be scored:\n"
+                + "\n".join(f"  {u}" for u in unusable))
+        scores.summary["n_skipped"] = match.n_skipped + len(unusable)
+        scores.summary["skipped_unusable"] = unusable
         scores.summary["skipped_missing_prediction"] = match.missing_prediction
         scores.summary["skipped_missing_gt"] = match.missing_gt
         scores.summary["pred_dir"] = str(folder)

@@ -119,8 +119,12 @@ def results_markdown(results: Results, title: str = "Evaluation results") -> str
                 v = s.get(key)
                 cells.append("–" if v is None else format(v, fmt))
             lines.append("| " + " | ".join(cells) + " |")
-        notes = [f"{method}/{ds}: {s['n_skipped']} unmatched files skipped"
-                 for method, ds, s in entries if s.get("n_skipped")]
+        unusable = {(m, d): len(s.get("skipped_unusable") or []) for m, d, s in entries}
+        notes = [f"{method}/{ds}: {s['n_skipped'] - unusable[method, ds]} unmatched files skipped"
+                 for method, ds, s in entries if s.get("n_skipped", 0) > unusable[method, ds]]
+        notes += [f"{method}/{ds}: {unusable[method, ds]} unusable maps skipped (listed in "
+                  "metrics.json, skipped_unusable)" for method, ds, _ in entries
+                  if unusable[method, ds]]
         notes += [f"{method}/{ds}: {s['n_resized']} predictions resized to the GT size (bilinear)"
                   for method, ds, s in entries if s.get("n_resized")]
         if notes:

@@ -3,7 +3,8 @@ with :class:`~salseg.metrics.SaliencyMetrics`. The same function serves folder m
 disk) and model mode (maps produced by a model): only the iterator differs.
 
 Predictions whose size differs from their GT are resized to the GT size first (the protocol's
-bilinear resize, :func:`salseg.metrics.resize_to_gt`). HCE, the slow metric, runs in worker
+bilinear resize, :func:`salseg.metrics.resize_to_gt`); a prediction whose size is the GT's transposed
+is refused instead (a rotation mix-up, not a low-resolution map). HCE, the slow metric, runs in worker
 processes (``workers`` > 1) on the binarised maps while the main process computes the rest.
 """
 from __future__ import annotations
@@ -94,6 +95,10 @@ def score_pairs(
                 raise ValueError(f"{name}: expected (H, W) maps, got {tuple(pred_t.shape)} and "
                                  f"{tuple(gt_t.shape)}")
             resized = tuple(pred_t.shape) != tuple(gt_t.shape)
+            if resized and tuple(pred_t.shape) == tuple(gt_t.shape)[::-1]:
+                raise ValueError(f"{name}: the prediction is {tuple(pred_t.shape)} and the GT "
+                                 f"{tuple(gt_t.shape)} (H, W): transposed, not just smaller (an "
+                                 "EXIF orientation mix-up?); refusing to stretch it")
             if resized:
                 pred_t = resize_to_gt(pred_t, tuple(gt_t.shape))
                 n_resized += 1

@@ -28,7 +28,6 @@ size-dependent branches of the up-sampling into the graph.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from salseg.atomic import mkstemp
 from salseg.export.onnx_import import onnx_to_state_dict
 from salseg.models.registry import canonical_name, is_u2net, to_official
 from salseg.models.spec import IMAGENET_MEAN, IMAGENET_STD, get_spec
@@ -187,7 +187,7 @@ def export_onnx(model: nn.Module, path: str | Path, name: str, *, opset: int = O
     dynamic = {"input": {0: "batch", 2: "height", 3: "width"}}
     dynamic.update({o: {0: "batch", 2: "height", 3: "width"} for o in outputs})
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = mkstemp(path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         with warnings.catch_warnings():

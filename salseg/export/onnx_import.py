@@ -149,15 +149,34 @@ def _attr(node, name: str, default):
     return default
 
 
+def load_onnx(path: str | Path, load_external_data: bool = True):  # noqa: ANN201
+    """``onnx.load`` with one clear :class:`WeightsError` naming the file for a missing, empty
+    (0 bytes; protobuf parses it as an empty model), corrupt or graph-less file."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: ONNX file not found")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"{path}: ONNX file is empty (0 bytes): an interrupted download or "
+                           "copy? fetch or export it again")
+    try:
+        proto = onnx.load(str(path), load_external_data=load_external_data)
+    except Exception as exc:  # noqa: BLE001 - protobuf DecodeError, external data errors ...
+        raise WeightsError(f"{path}: not a readable ONNX file (corrupt or not ONNX: "
+                           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                           ) from None
+    if not proto.graph.node:
+        raise WeightsError(f"{path}: not a readable ONNX file (no graph in it: corrupt or not "
+                           "ONNX)")
+    return proto
+
+
 class _Graph:
     def __init__(self, path: Path) -> None:
-        import onnx
         from onnx import numpy_helper
 
-        try:
-            proto = onnx.load(str(path))
-        except Exception as exc:  # noqa: BLE001
-            raise WeightsError(f"{path}: not a readable ONNX file ({exc})") from exc
+        proto = load_onnx(path)
         self.path = path
         graph = proto.graph
         self.nodes = list(graph.node)

@@ -81,9 +81,29 @@ def adaptive_threshold(pair: Pair) -> float:
     return min(2 * mean_prediction(pair), 1.0)
 
 
+def adaptive_mask(pair: Pair) -> np.ndarray:
+    """Which 8-bit levels are at or above the adaptive threshold, decided **exactly**.
+
+    ``minmax(p) >= min(2 mean(minmax(p)), 1)`` is evaluated in integer arithmetic on the 8-bit
+    levels: with ``N`` pixels, level sum ``S`` and range ``lo..hi``, level ``v`` is foreground iff
+    ``N (v - lo) >= 2 (S - N lo)`` or ``v == hi`` (a constant map: iff ``v`` is 0 or 255, as
+    ``v / 255 >= min(2 v / 255, 1)``).  A level exactly on the threshold is foreground (``>=``,
+    the reference's comparison), whatever the order in which a float mean would be summed, so
+    the result is the same on every machine (docs/metrics.md, "Ties at the adaptive threshold")."""
+    counts = pair.hist.sum(0).astype(np.int64)
+    levels = np.arange(256, dtype=np.int64)
+    n = int(counts.sum())
+    total = int(np.dot(counts, levels))
+    lo, hi = pair.value_range
+    if hi == lo:
+        return (levels == lo) & ((lo == 0) | (lo == 255))
+    return (n * (levels - lo) >= 2 * (total - n * lo)) | (levels == hi)
+
+
 def adaptive_counts(pair: Pair) -> tuple[int, int]:
-    """(TP, FP) of ``minmax(p) >= adaptive threshold``."""
-    above = pair.lut_p_norm >= adaptive_threshold(pair)
+    """(TP, FP) of ``minmax(p) >= adaptive threshold`` (ties decided exactly, see
+    :func:`adaptive_mask`)."""
+    above = adaptive_mask(pair)
     return int(pair.hist[1][above].sum()), int(pair.hist[0][above].sum())
 
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from salseg.atomic import mkstemp
 from salseg.metrics.base import PairScore, SumMetric
 from salseg.metrics.contours import find_contours
 from salseg.metrics.polygon import approx_poly_dp_open
@@ -71,7 +71,7 @@ class SkeletonCache:
             except (OSError, ValueError) as err:
                 raise ValueError(f"skeleton cache file {path} is unreadable ({err}); delete it") from err
         ske = gt_skeleton(gt)
-        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
+        fd, tmp = mkstemp(self.directory, suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             np.save(fh, np.packbits(ske))
         os.replace(tmp, path)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import os
-import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from salseg.atomic import mkstemp
 from salseg.models.registry import MODELS, canonical_name, create_model
 
 PREFIXES = ("module.", "_orig_mod.")
@@ -164,7 +164,7 @@ def save_state_dict(model: nn.Module, path: str | Path) -> Path:
     """Save ``model``'s state dict atomically (``.safetensors`` or a torch pickle by suffix)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = mkstemp(path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}

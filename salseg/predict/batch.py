@@ -5,6 +5,8 @@ Rules:
 
 * an input that cannot be used (unreadable, truncated, empty, above the pixel limit, ...) is
   reported by name and the run goes on; :class:`RunSummary` counts it as failed;
+* a run whose outputs would include one of its input files is refused (``ValueError`` naming
+  them) before anything is decoded, with or without ``overwrite``;
 * an image whose requested outputs all exist is skipped (not decoded) unless ``overwrite``;
   when only some exist, only the missing ones are written;
 * images larger than ``max_pixels`` are refused from their header alone, before decoding, so
@@ -28,7 +30,13 @@ from torch.utils.data import DataLoader, Dataset
 from salseg.data.errors import DataError
 from salseg.data.io import image_size, read_image
 from salseg.predict.compose import background_like, composite, cutout, decontaminate, preview
-from salseg.predict.inputs import InputItem, InputProblem, output_path
+from salseg.predict.inputs import (
+    InputItem,
+    InputProblem,
+    describe_clashes,
+    output_clashes,
+    output_path,
+)
 from salseg.predict.io import OutputExistsError, write_png
 from salseg.predict.postprocess import to_uint8
 from salseg.predict.predictor import Predictor
@@ -162,6 +170,9 @@ def predict_files(predictor: Predictor, items: list[InputItem], outdir: str | Pa
     single bad image)."""
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    clashes = output_clashes(items, outdir, save.kinds)
+    if clashes:  # an output must never be an input, with or without overwrite
+        raise ValueError(describe_clashes(clashes))
     summary = summary or RunSummary()
     summary.total += len(items)
     previous_limit = Image.MAX_IMAGE_PIXELS

@@ -5,6 +5,10 @@ An argument is a folder (its images; sub-folders with ``recursive``), a text lis
 glob pattern (``**`` allowed).  Outputs keep a folder's sub-folder structure (``rel`` below), so
 ``OUTDIR/<rel>.png`` never mixes two inputs; names that would still collide are errors.
 Arguments that match nothing are reported, not ignored.
+
+:func:`output_clashes` finds planned outputs that are input files themselves (the same file,
+whatever the spelling: symlinks, hard links, relative or absolute paths, letter case on
+case-insensitive file systems); a run with such a clash is refused before any model work.
 """
 from __future__ import annotations
 
@@ -41,6 +45,56 @@ def output_path(outdir: str | Path, rel: str, kind: str) -> Path:
         raise ValueError(f"unknown output kind {kind!r}; expected one of {OUTPUT_KINDS}")
     base = Path(outdir) if kind == "mask" else Path(outdir) / kind
     return base / f"{rel}.png"
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)  # follows symlinks: the file that would be read or replaced
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def output_clashes(items: list[InputItem], outdir: str | Path,
+                   kinds: tuple[str, ...] | list[str]) -> list[tuple[Path, Path]]:
+    """``(output, input)`` pairs where a planned output file is one of the input files.
+
+    Existing files are compared by identity (device and inode), so every spelling of the same
+    file matches; planned outputs that do not exist yet are compared by resolved path (an input
+    listed but missing could still be created by the run)."""
+    folders: dict[Path, str] = {}
+
+    def resolved(path: Path) -> str:  # the folder resolved once, not every file
+        if path.parent not in folders:
+            folders[path.parent] = os.path.realpath(path.parent)
+        return os.path.normcase(os.path.join(folders[path.parent], path.name))
+
+    by_id: dict[tuple[int, int], Path] = {}
+    by_path: dict[str, Path] = {}
+    for item in items:
+        fid = _file_id(item.path)
+        if fid is not None:
+            by_id.setdefault(fid, item.path)
+        by_path.setdefault(resolved(item.path), item.path)
+    clashes = []
+    for item in items:
+        for kind in kinds:
+            out = output_path(outdir, item.rel, kind)
+            fid = _file_id(out)
+            hit = by_id.get(fid) if fid is not None else by_path.get(resolved(out))
+            if hit is not None:
+                clashes.append((out, hit))
+    return clashes
+
+
+def describe_clashes(clashes: list[tuple[Path, Path]], limit: int = 20) -> str:
+    """One message naming the clashing files (the first ``limit``)."""
+    lines = [f"{len(clashes)} output file(s) would be written over input file(s); refusing "
+             "(choose an output folder that holds no input, or other output kinds):"]
+    lines += [f"  {out} is the input {inp}" for out, inp in clashes[:limit]]
+    if len(clashes) > limit:
+        lines.append(f"  ... and {len(clashes) - limit} more")
+    return "\n".join(lines)
 
 
 def _is_image(path: Path) -> bool:

@@ -48,9 +48,9 @@ log = logging.getLogger(__name__)
 
 def onnx_model_name(path: str | Path) -> str | None:
     """The architecture recorded by ``salseg-export`` in an ONNX file's metadata, if any."""
-    import onnx
+    from salseg.export.onnx_import import load_onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
+    proto = load_onnx(path, load_external_data=False)  # WeightsError naming a bad file
     for prop in proto.metadata_props:
         if prop.key == "salseg.model":
             return canonical_name(prop.value)
@@ -123,7 +123,8 @@ class Predictor:
             path = Path(weights)
             if not path.is_file():
                 raise WeightsError(f"{path}: ONNX file not found")
-            name = canonical_name(model) if model else onnx_model_name(path)
+            recorded = onnx_model_name(path)  # also refuses an empty or corrupt file by name
+            name = canonical_name(model) if model else recorded
             if name is None:
                 from salseg.export.onnx import onnx_to_state_dict
 
