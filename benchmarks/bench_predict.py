@@ -47,6 +47,7 @@ from salseg.predict.inputs import InputItem  # noqa: E402
 from salseg.predict.predictor import Predictor  # noqa: E402
 
 REMBG_SESSION = {"u2net": "u2net_custom", "u2netp": "u2net_custom", "isnet": "dis_custom"}
+FULL_SIZE = {"u2net": 320, "u2netp": 320, "isnet": 1024}  # the official inference sizes
 
 
 def make_images(folder: Path, count: int, size: tuple[int, int]) -> list[Path]:
@@ -139,8 +140,10 @@ def main() -> int:
     torch_vs_ort, vs_rembg = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models.split(","):
-            input_size = 320 if model != "isnet" else (512 if args.quick else 1024)
-            with_rembg = not (model == "isnet" and input_size != 1024)
+            input_size = FULL_SIZE[model]
+            if args.quick and input_size > 512:
+                input_size = 512
+            with_rembg = input_size == FULL_SIZE[model]  # rembg's sessions have fixed sizes
             rows = bench_model(model, counts[model], size, input_size, repeats, Path(tmp),
                                with_rembg)
             note = " (reduced by --quick; full: 1024, with rembg)" if not with_rembg else ""

@@ -58,6 +58,8 @@ sys.path.insert(0, str(HERE))
 from timing import summarize  # noqa: E402
 
 MODELS = ("u2netp", "u2net", "isnet")
+# which official training loop a model belongs to: U-2-Net's or DIS's (IS-Net phase 2)
+LOOP = {"u2netp": "u2net", "u2net": "u2net", "isnet": "dis"}
 U2_MEAN, U2_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -66,7 +68,7 @@ U2_MEAN, U2_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def plan(model: str, quick: bool, device: str) -> dict:
     """Input size, crop, batch, steps per window and windows for one model."""
-    if model in ("u2netp", "u2net"):
+    if LOOP[model] == "u2net":
         full = {"size": 320, "crop": 288, "batch": 12}
         small = {"size": 128, "crop": 112, "batch": 2}
     else:
@@ -208,7 +210,7 @@ def run_official(cfg: dict, device: torch.device) -> dict:
     bce, mse = nn.BCELoss(reduction="mean"), nn.MSELoss(reduction="mean")
     images = sorted(Path(cfg["images"]).glob("*.jpg"))
     masks = [Path(cfg["masks"]) / f"{p.stem}.png" for p in images]
-    if model_name == "isnet":
+    if LOOP[model_name] == "dis":
         files = build_dis_cache(images, masks, cfg["size"], Path(cfg["work"]) / "official_cache")
         ds: torch.utils.data.Dataset = OfficialDISCache(files)
         workers = official_workers(bs)
@@ -232,7 +234,7 @@ def run_official(cfg: dict, device: torch.device) -> dict:
         inputs, labels = inputs.float().to(device), labels.float().to(device)
         t_data = clock()
         optimizer.zero_grad()
-        if model_name == "isnet":
+        if LOOP[model_name] == "dis":
             sides, feats = to_official(model_name, net(inputs))
             _, gt_feats = to_official("isnet_gt_encoder", encoder(labels))
             loss = sum(bce(s, labels) for s in sides) + sum(mse(a, b) for a, b in zip(feats, gt_feats))
@@ -260,7 +262,7 @@ def run_salseg(cfg: dict, device: torch.device) -> dict:
 
     model_name, bs = cfg["model"], cfg["batch"]
     L.seed_everything(0, verbose=False)
-    aug = {"name": "isnet_paper" if model_name == "isnet" else "u2net_paper",
+    aug = {"name": "isnet_paper" if LOOP[model_name] == "dis" else "u2net_paper",
            "size": [cfg["size"], cfg["size"]]}
     if cfg["crop"]:
         aug["crop"] = [cfg["crop"], cfg["crop"]]
@@ -268,14 +270,14 @@ def run_salseg(cfg: dict, device: torch.device) -> dict:
     if cfg.get("gpu_aug"):
         extra["gpu_aug"] = True
     cache = {"enabled": True, "dir": str(Path(cfg["work"]) / "salseg_cache")} \
-        if model_name == "isnet" else None
+        if LOOP[model_name] == "dis" else None
     workers = cfg["workers"]
     dm = SegDataModule(name="bench", images=cfg["images"], masks=cfg["masks"], aug=aug,
                        batch_size=bs, num_workers=workers, check="none", seed=0, cache=cache,
                        verbose=False, pin_memory=device.type == "cuda",
                        persistent_workers=workers > 0, **extra)
     common = dict(channels_last=cfg.get("channels_last", False), compile=cfg.get("compile", False))
-    if model_name == "isnet":
+    if LOOP[model_name] == "dis":
         enc = Path(cfg["work"]) / "gt_encoder.pth"
         if not enc.exists():
             torch.manual_seed(1)
@@ -432,12 +434,12 @@ def main(argv: list[str] | None = None) -> int:
         for model in args.models.split(","):
             p = plan(model, args.quick, device)
             n = (1 + p["repeats"] + 1) * p["steps"] * p["batch"]
-            src = (300, 400) if model != "isnet" else (
+            src = (300, 400) if LOOP[model] != "dis" else (
                 (600, 800) if p["size"] < 1024 else (1500, 2000))
             t0 = time.perf_counter()
             im, gt = make_set(Path(tmp) / f"set_{src[0]}x{src[1]}", n, src)
             size = f"{p['size']}" + (f" -> crop {p['crop']}" if p["crop"] else "")
-            full_size = "320 -> crop 288, batch 12" if model != "isnet" else "1024, batch 8"
+            full_size = "320 -> crop 288, batch 12" if LOOP[model] != "dis" else "1024, batch 8"
             note = "" if (p["size"] in (320, 1024)) else f" (reduced by --quick; full: {full_size})"
             print(f"\n{model}: {n} images {src[1]}x{src[0]}, input {size}, batch {p['batch']}"
                   f"{note}; {args.rounds} rounds x {p['repeats']} windows of {p['steps']} steps after 1 warm-up "
