@@ -26,7 +26,7 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from salseg.metrics import MAE, EMeasure, FMeasureMeanCurve, Pair, SMeasure, WeightedFMeasure  # noqa: E402
+from salseg.metrics import MAE, EMeasure, FMeasureMeanCurve, MapPair, SMeasure, WeightedFMeasure  # noqa: E402
 from salseg.metrics.hce import binarize_for_hce  # noqa: E402
 
 
@@ -73,7 +73,7 @@ def run_salseg(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, dict[
                "S": SMeasure(), "E": EMeasure()}
     start = time.perf_counter()
     for pred, gt in pairs:
-        pair = Pair(torch.from_numpy(pred), torch.from_numpy(gt))
+        pair = MapPair(torch.from_numpy(pred), torch.from_numpy(gt))
         for m in metrics.values():
             m.accumulate(m.score_pair(pair))
     elapsed = time.perf_counter() - start
@@ -111,7 +111,7 @@ def _hce_job(args: tuple[np.ndarray, np.ndarray]) -> int:
 def bench_hce(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float | None, list, list]:
     jobs = []
     for pred, gt in pairs:
-        pair = Pair(torch.from_numpy(pred), torch.from_numpy(gt))
+        pair = MapPair(torch.from_numpy(pred), torch.from_numpy(gt))
         jobs.append((binarize_for_hce(pair, "dis"), pair.gt_np))
     workers = os.cpu_count() or 1
     start = time.perf_counter()

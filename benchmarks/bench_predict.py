@@ -41,7 +41,7 @@ from timing import Stats, interleaved  # noqa: E402
 
 from salseg.data.synthetic import SyntheticSpec, render_pair  # noqa: E402
 from salseg.export.onnx import export_onnx  # noqa: E402
-from salseg.models import create_model  # noqa: E402
+from salseg.models import create_model, get_card  # noqa: E402
 from salseg.predict.batch import SaveOptions, predict_files  # noqa: E402
 from salseg.predict.inputs import InputItem  # noqa: E402
 from salseg.predict.predictor import Predictor  # noqa: E402
@@ -80,7 +80,7 @@ def rembg_run(onnx_path: Path, model: str, images: list[Path], out: Path):
         from rembg import new_session, remove
     except ImportError:
         return None
-    session = new_session(REMBG_SESSION[model], model_path=str(onnx_path))
+    session = new_session(get_card(model).rembg_session, model_path=str(onnx_path))
     out.mkdir(parents=True, exist_ok=True)
 
     def run() -> float:

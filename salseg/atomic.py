@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 _UMASK_LOCK = threading.Lock()
@@ -81,32 +83,50 @@ def ensure_writable_dir(folder: str | Path) -> Path:
     return folder
 
 
-def write_bytes_atomic(data: bytes, path: str | Path, overwrite: bool = False) -> Path:
-    """Write ``data`` to ``path`` atomically; raise :class:`OutputExistsError` if it exists."""
+@contextmanager
+def atomic_output(path: str | Path, overwrite: bool = False, suffix: str = ".tmp"
+                  ) -> Iterator[Path]:
+    """Yield a temporary path in ``path``'s folder; when the block succeeds, move it to ``path``.
+
+    For writers that need a file name (``np.save``, ``torch.save``, ``onnx.save``, ...).  The
+    temporary file (mode per the umask, see :func:`mkstemp`) is removed whatever happens;
+    without ``overwrite`` an existing destination raises :class:`OutputExistsError` (before and
+    after the block).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if not overwrite and path.exists():
         raise OutputExistsError(f"{path}: exists (use --overwrite to replace it)")
-    fd, tmp = mkstemp(path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = mkstemp(path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise OutputExistsError(f"{path}: exists (use --overwrite to replace it)") from None
-            except OSError:  # no hard links here (some network / FAT file systems)
-                if path.exists():
-                    raise OutputExistsError(f"{path}: exists (use --overwrite)") from None
-                os.replace(tmp, path)
+        yield Path(tmp)
+        _commit(Path(tmp), path, overwrite)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    return path
+
+
+def _commit(tmp: Path, path: Path, overwrite: bool) -> None:
+    if overwrite:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise OutputExistsError(f"{path}: exists (use --overwrite to replace it)") from None
+    except OSError:  # no hard links here (some network / FAT file systems)
+        if path.exists():
+            raise OutputExistsError(f"{path}: exists (use --overwrite)") from None
+        os.replace(tmp, path)
+
+
+def write_bytes_atomic(data: bytes, path: str | Path, overwrite: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically; raise :class:`OutputExistsError` if it exists."""
+    with atomic_output(path, overwrite) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return Path(path)
 
 
 def write_text_atomic(text: str, path: str | Path, overwrite: bool = False) -> Path:

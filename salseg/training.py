@@ -3,9 +3,10 @@
 * ``train(cfg)`` seeds every process, instantiates the datamodule, task (``cfg.model``), trainer,
   callbacks and loggers, fits (resuming from ``cfg.ckpt_path`` with full state if given) and
   returns the best validation max-F.
-* IS-Net with feature synchronisation and no ``model.gt_encoder_ckpt`` first runs phase 1 (the GT
-  encoder, validated on the training masks, stopped by the official maxF > 0.99 rule) into
-  ``<run>/gt_encoder/`` and then phase 2 with that checkpoint.
+* A model whose card names a GT encoder (IS-Net) with feature synchronisation and no
+  ``model.gt_encoder_ckpt`` first runs phase 1 (the GT encoder, validated on the training
+  masks, stopped by the official maxF > 0.99 rule) into ``<run>/gt_encoder/`` and then phase 2
+  with that checkpoint.
 Only rank 0 writes summaries; Lightning's loggers and checkpoints are rank-0-only already.
 """
 from __future__ import annotations
@@ -58,7 +59,10 @@ def task_config(model_cfg: DictConfig) -> DictConfig:
 
 def needs_phase1(cfg: DictConfig) -> bool:
     model = cfg.model
-    return (str(model.get("name")) in ("isnet", "isnetdis") and bool(model.get("feature_sync", False))
+    from salseg.models.card import get_card
+
+    return (get_card(str(model.get("name"))).gt_encoder is not None
+            and bool(model.get("feature_sync", False))
             and not model.get("gt_encoder_ckpt") and cfg.get("ckpt_path") is None)
 
 

@@ -272,3 +272,15 @@ def test_mix_adds_a_seeded_fraction_after_the_val_split(tmp_path):
                         aug={"name": "u2net_paper", "size": 32, "crop": None}, verbose=False)
     dm2.setup("fit")
     assert [p.image for p in dm2.train_pairs] == [p.image for p in dm.train_pairs]
+
+
+def test_data_config_sources_include_mix(tmp_path):
+    """salseg-data check lists a config's sources through the datamodule (mix included)."""
+    from salseg.data.datamodule import data_config
+
+    dm = data_config(["data=custom", f"data.root={tmp_path}", "data.images=a", "data.masks=b",
+                      "data.mix=[{kind: folder, images: c, masks: d}]"])
+    specs = dm.source_specs()
+    assert ("mix", {"kind": "folder", "images": "c", "masks": "d"}) in specs
+    assert any(split == "train" and s.get("images") == "a" for split, s in specs)
+    assert dm.root == tmp_path.resolve()

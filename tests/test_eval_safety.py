@@ -236,7 +236,7 @@ class _ChannelModel:
 
     name = "stub"
 
-    def prepare(self, image: np.ndarray) -> torch.Tensor:
+    def prepare(self, image: np.ndarray, gray: bool = False) -> torch.Tensor:
         return torch.from_numpy(image[..., 0].astype(np.float32) / 255.0)[None]
 
     def infer(self, batch: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,8 @@
 including BatchNorm-folded graphs with anonymous tensor names."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -18,8 +20,8 @@ from salseg.export.onnx import (
     export_onnx,
     onnx_to_state_dict,
 )
-from salseg.export.onnx_import import identity_var
 from salseg.models import create_model
+from salseg.models.onnx_import import identity_var
 from salseg.models.weights import WeightsError, load_weights, read_state_dict, save_state_dict
 from salseg.predict import Predictor
 
@@ -208,3 +210,25 @@ def test_isnet_round_trip(name, tmp_path):
     with torch.no_grad():
         for got, want in zip(imported(x)[0], net(x)[0]):
             assert (torch.sigmoid(got) - torch.sigmoid(want)).abs().max() <= 1e-4
+
+
+def test_onnx_export_carries_the_checkpoint_preprocessing(model, tmp_path, capsys):
+    """An exported ``.ckpt`` predicts like the checkpoint by default (issue 10.7): the training
+    input size and the rest of the preprocessing travel in the ONNX metadata."""
+    ckpt = tmp_path / "run.ckpt"
+    sd = {f"model.{k}": v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": sd, "pytorch-lightning_version": "2.6.0",
+                "hyper_parameters": {"name": "u2netp", "input_size": [72, 56]}}, ckpt)
+    out = tmp_path / "run.onnx"
+    assert export_main(["--weights", str(ckpt), "-o", str(out), "--trace-size", "64"]) == 0
+    meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(meta["salseg.preprocessing"])["input_size"] == [72, 56]
+    image = object_image(61, 83, seed=4)
+    reference = Predictor(ckpt)
+    assert reference.preprocessor.size == (72, 56)
+    expected = reference.predict(image)
+    for backend in ("onnx", "torch"):
+        p = Predictor(out, backend=backend)
+        assert p.name == "u2netp" and p.preprocessor.preprocessing == reference.preprocessing
+        got = p.predict(image)
+        assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1

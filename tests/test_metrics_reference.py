@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from salseg.metrics import Pair, SaliencyMetrics, resize_to_gt
+from salseg.metrics import MapPair, SaliencyMetrics, resize_to_gt
 from salseg.metrics.e_measure import EMeasure
 from salseg.metrics.fmeasure import (
     FMeasureDISValid,
@@ -56,7 +56,7 @@ def pairs() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
 def scores(pairs):
     """Every metric's contribution for every pair, computed once."""
     metrics = SaliencyMetrics().metrics
-    return {n: {k: m.score_pair(Pair(*pairs[n])) for k, m in metrics.items()} for n in NAMES}
+    return {n: {k: m.score_pair(MapPair(*pairs[n])) for k, m in metrics.items()} for n in NAMES}
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def datasets(pairs, scores):
         for conv in ("u2net", "dis"):
             m = SaliencyMetrics(convention=conv)
             for n in names:
-                m.update_pair(Pair(*pairs[n]), precomputed=scores[n])
+                m.update_pair(MapPair(*pairs[n]), precomputed=scores[n])
             res[conv] = m.compute()
         out[subset] = res
     return out
@@ -116,7 +116,7 @@ def test_per_image_values(pairs, rows, name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_per_image_curves(pairs, name):
-    pair = Pair(*pairs[name])
+    pair = MapPair(*pairs[name])
     exp = CURVES[name]
     mc = FMeasureMeanCurve().score_pair(pair).sums
     assert close(mc["sum_f"], exp["pysodmetrics"]["f"], CURVE_TOL)
@@ -137,7 +137,7 @@ def test_per_image_curves(pairs, name):
 @pytest.mark.parametrize("name", NAMES)
 def test_hce_parts_exact_both_binarisations(pairs, name):
     exp = EXPECTED["per_image"][name]
-    pair = Pair(*pairs[name])
+    pair = MapPair(*pairs[name])
     assert hce_of_pair(pair, "dis") == exp["dis_hce"]
     assert hce_of_pair(pair, "pysodmetrics")["hce"] == exp["pysodmetrics"]["hce"]
 
@@ -145,7 +145,7 @@ def test_hce_parts_exact_both_binarisations(pairs, name):
 @pytest.mark.parametrize("name", NAMES)
 def test_relax_fb_primary_details(pairs, name):
     pred, gt = pairs[name]
-    pair = Pair(pred, gt)
+    pair = MapPair(pred, gt)
     got = relax_boundary_f(pair.p > 0.5, pair.gt)
     exp = EXPECTED["per_image"][name]["relax_fb"]["primary"]
     assert got["n_pred_boundary"] == exp["n_pred_boundary"]

@@ -23,12 +23,6 @@ from salseg.data.errors import DataError
 from salseg.data.sources import list_source
 
 
-def _configs_dir() -> Path:
-    import salseg
-
-    return Path(salseg.__file__).resolve().parents[1] / "configs"
-
-
 def _print_report(report: CheckReport, max_notes: int) -> None:
     print(f"== {report.name}: {report.n_pairs} pairs, {len(report.ok_pairs)} usable, "
           f"{len(report.errors)} error(s)" + (" (cached result)" if report.from_stamp else ""))
@@ -46,37 +40,6 @@ def _print_report(report: CheckReport, max_notes: int) -> None:
             print(f"      ... and {n - limit} more (--max-notes to see more)")
 
 
-def _data_config_specs(overrides: list[str]) -> tuple[list[tuple[str, dict]], str | None, dict]:
-    """Compose ``configs/data/<name>.yaml`` with overrides; return its source specs."""
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    ov = []
-    for o in overrides:
-        ov.append("+" + o if o.startswith("data=") else o)
-    with initialize_config_dir(config_dir=str(_configs_dir()), version_base=None):
-        cfg = compose(config_name=None, overrides=ov)
-    data = OmegaConf.to_container(cfg.data, resolve=False)
-    data.pop("aug", None)
-    data = OmegaConf.to_container(OmegaConf.create(data), resolve=True)
-    specs: list[tuple[str, dict]] = []
-    for split in ("train", "val", "test"):
-        for s in data.get(split) or []:
-            s = dict(s)
-            if split == "train" and s.get("kind") == "duts" and data.get("offline_hflip") is not None:
-                s["offline_hflip"] = bool(data["offline_hflip"])
-            specs.append((split, s))
-    for key, split in (("images", "train"), ("val_images", "val")):
-        if data.get(key):
-            specs.append((split, {"kind": "folder", "images": data[key],
-                                  "masks": data.get(key.replace("images", "masks")),
-                                  "name": f"{data.get('name', 'custom')}-{split}"}))
-    for key, split in (("pairs_file", "train"), ("val_pairs_file", "val")):
-        if data.get(key):
-            specs.append((split, {"kind": "list", "file": data[key], "name": f"custom-{split}"}))
-    return specs, data.get("root"), dict(data.get("synthetic") or {})
-
-
 def cmd_check(args: argparse.Namespace) -> int:
     jobs: list[tuple[str, dict]] = []
     root = None
@@ -92,8 +55,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             if not any(o.startswith("data=") for o in args.overrides):
                 print("salseg-data check: overrides need a data config, e.g. data=duts", file=sys.stderr)
                 return 2
-            specs, root, synthetic = _data_config_specs(args.overrides)
-            jobs.extend(specs)
+            from salseg.data.datamodule import data_config
+
+            datamodule = data_config(args.overrides)
+            jobs.extend(datamodule.source_specs())
+            root, synthetic = datamodule.root, datamodule.synthetic
         if not jobs:
             print("salseg-data check: give --images DIR --masks DIR, --pairs FILE or data=<config>",
                   file=sys.stderr)

@@ -5,6 +5,8 @@ Folder mode (``pred_dir=... gt_dir=...``) scores saved maps of one or several me
 metrics.json, per_image.csv, curves.json, results.md, pr_curve.png and f_curve.png into the run
 directory. Model mode (``ckpt=... data=...``) predicts the data config's test sets with the
 checkpoint (the model's official preprocessing, as ``salseg-predict``) and scores them the same way.
+``ckpt`` may be a model-zoo name (docs/zoo.md); then the paper's published row and the difference
+are written beside each measured row (results.md, paper_comparison.json).
 """
 from __future__ import annotations
 
@@ -51,60 +53,36 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
 
 
 def run_model_mode(cfg: DictConfig, out_dir: str | Path) -> dict:
-    """Model mode: a checkpoint + the test sets of ``data=...`` -> predictions -> scores."""
-    from hydra.utils import instantiate
+    """Model mode (see :func:`salseg.evaluation.model.run_model_mode`): print and return."""
+    from salseg.evaluation.model import run_model_mode as evaluate_config
 
-    from salseg.evaluation.model import evaluate_model
-    from salseg.metrics.collection import convention_for
-    from salseg.predict.predictor import Predictor
-
-    if cfg.get("data") is None:
-        raise EvaluationError("model mode needs a data config: data=duts_te (or a multirun "
-                              "-m data=duts_te,ecssd,...), see configs/data/")
-    if cfg.get("pred_dir"):
-        raise EvaluationError("give either ckpt=... (model mode) or pred_dir=... (folder mode)")
-    model_cfg = cfg.get("model")
-    model_name = str(model_cfg.name) if model_cfg is not None else None
-    if not cfg.get("ckpt") and not model_name:
-        raise EvaluationError("random_weights=true needs model=<name>")
-    input_size = cfg.get("input_size")
-    predictor_kwargs = dict(
-        weights=None if cfg.get("random_weights") else str(cfg.ckpt), model=model_name,
-        device=str(cfg.get("device", "auto")), precision=str(cfg.get("precision", "fp32")),
-        input_size=list(input_size) if input_size is not None else None,
-        resize=str(cfg.get("resize", "official")))
-    kwargs = dict(predictor_kwargs)
-    predictor = Predictor(kwargs.pop("weights"), **kwargs)
-    datamodule = instantiate(cfg.data, verbose=False)
-    datamodule.setup("test")
-    test_sets = list(datamodule.test_sets or [])
-    if not test_sets:  # e.g. data=custom: score every listed pair (train + val) as one set
-        datamodule.setup("fit")
-        pairs = list(datamodule.train_pairs or []) + list(datamodule.val_pairs or [])
-        pairs = [p for p in pairs if not p.hflip]
-        if pairs:
-            test_sets = [(str(datamodule.name), pairs)]
-    if not test_sets:
-        raise EvaluationError(f"data={datamodule.name}: no test images to evaluate")
-    convention = cfg.get("convention", "auto")
-    if convention == "auto":
-        convention = datamodule.convention
-    convention = convention_for(test_sets[0][0] if test_sets else "", convention)
-    metrics = cfg.get("metrics", "auto")
-    if isinstance(metrics, ListConfig):
-        metrics = [str(m) for m in metrics]
-    results, paths = evaluate_model(
-        predictor, test_sets, out_dir, convention=convention, method=cfg.get("method"),
-        groups=metrics, batch_size=int(cfg.get("batch_size", 4)),
-        num_workers=int(cfg.get("num_workers", 0)),
-        save_predictions=bool(cfg.get("save_predictions", False)),
-        workers=int(cfg.get("workers", 0)), hce_binarize=cfg.get("hce_binarize", "dis"),
-        skeleton_cache=cfg.get("skeleton_cache"), progress=bool(cfg.get("progress", True)),
-        plots=bool(cfg.get("plots", True)), overwrite=bool(cfg.get("overwrite", False)),
-        num_processes=int(cfg.get("num_processes", 1)), predictor_kwargs=predictor_kwargs)
+    results, paths = evaluate_config(cfg, out_dir)
+    if not cfg.get("random_weights"):
+        paths.update(write_paper_comparison(str(cfg.ckpt), results, out_dir))
     print((Path(out_dir) / "results.md").read_text())
     print(f"reports written to {Path(out_dir).resolve()}: {', '.join(p.name for p in paths.values())}")
     return json.loads(paths["metrics.json"].read_text())
+
+
+def write_paper_comparison(ckpt: str, results: dict, out_dir: str | Path) -> dict[str, Path]:
+    """For a model-zoo name with published scores: the paper's row and the difference beside
+    each measured row, appended to results.md and written to paper_comparison.json."""
+    from salseg.zoo.published import comparison, comparison_markdown
+    from salseg.zoo.resolve import zoo_entry_for
+
+    entry = zoo_entry_for(ckpt)
+    if entry is None or not entry.published:
+        return {}
+    measured = {ds: sc.summary for per_ds in results.values() for ds, sc in per_ds.items()}
+    rows = comparison(entry.published, measured)
+    out = Path(out_dir)
+    md = out / "results.md"
+    write_text_atomic(md.read_text() + "\n" + comparison_markdown(entry.name, rows), md,
+                      overwrite=True)  # this run's own report, just written
+    path = write_text_atomic(json.dumps({"model": entry.name, "tables": list(entry.published),
+                                         "rows": rows}, indent=2) + "\n",
+                             out / "paper_comparison.json", overwrite=True)
+    return {"paper_comparison.json": path}
 
 
 def record_config(cfg: DictConfig, out_dir: str | Path) -> Path:

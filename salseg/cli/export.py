@@ -21,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, type=Path,
                    help="output .onnx (export) or .safetensors/.pth (--import-onnx)")
     p.add_argument("--model", help="architecture (guessed from the weights when omitted)")
-    p.add_argument("--weights", help=".ckpt, .pth, .safetensors or .onnx weights to export")
+    p.add_argument("--weights", help=".ckpt, .pth, .safetensors or .onnx weights to export, or a "
+                   "model-zoo name (salseg-models list)")
     p.add_argument("--import-onnx", type=Path, metavar="FILE",
                    help="convert this ONNX graph into a state dict instead of exporting")
     p.add_argument("--opset", type=int, default=17)
@@ -65,15 +66,18 @@ def main(argv: list[str] | None = None) -> int:
         if args.weights is None:
             parser.error("--weights is required for an export")
         from salseg.export.onnx import ExportCheckError, export_onnx
-        from salseg.predict.predictor import build_model
+        from salseg.predict.predictor import build_model, weights_preprocessing
 
         model, name = build_model(args.weights, args.model)
+        # the preprocessing the weights were trained with goes into the ONNX metadata
+        preprocessing = weights_preprocessing(args.weights, name)
         try:
             report = export_onnx(model, args.output, name, opset=args.opset,
                                  fold_batchnorm=not args.no_fold_batchnorm,
                                  include_features=args.features, rembg=args.rembg,
                                  trace_size=args.trace_size, check=not args.no_check,
-                                 tolerance=args.tolerance, overwrite=args.overwrite)
+                                 tolerance=args.tolerance, overwrite=args.overwrite,
+                                 preprocessing=preprocessing)
         except ExportCheckError as exc:
             print(f"error: parity check failed: {exc}", file=sys.stderr)
             return 1

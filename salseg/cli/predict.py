@@ -52,9 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image files, folders, glob patterns or .txt/.lst lists of paths")
     p.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR",
                    help="output folder (created if needed)")
-    p.add_argument("--model", help="architecture: u2net, u2netp or isnet (guessed from the "
-                   "weights when omitted)")
-    p.add_argument("--weights", help=".ckpt, official .pth, .safetensors or .onnx file")
+    p.add_argument("--model", help="architecture: u2net, u2netp or isnet (from the catalogue for "
+                   "a model-zoo name, else guessed from the weights when omitted)")
+    p.add_argument("--weights", help=".ckpt, official .pth, .safetensors or .onnx file, or a "
+                   "model-zoo name (salseg-models list), downloaded and verified on first use")
     p.add_argument("--random-weights", action="store_true",
                    help="run without weights (random initialisation; for testing only)")
     p.add_argument("--save", type=_kinds, default=("mask",), metavar="KINDS",
@@ -168,6 +169,10 @@ def main(argv: list[str] | None = None) -> int:
             predictor = Predictor(kwargs.pop("weights"), **kwargs)
     except (ValueError, RuntimeError, OSError) as exc:  # WeightsError is a RuntimeError
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if getattr(predictor, "is_classifier", False) and set(args.save) != {"mask"}:
+        print(f"error: {args.weights} predicts class maps ({', '.join(predictor.classes)}); "
+              "only --save mask applies (the mask holds the class index)", file=sys.stderr)
         return 2
 
     save = SaveOptions(kinds=args.save, overwrite=args.overwrite, decontaminate=args.decontaminate,

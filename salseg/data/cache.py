@@ -9,7 +9,8 @@ official DIS loader therefore caches every image/mask resized to 1024x1024 as ui
 * the file name is a hash of the image and mask paths, their byte sizes and modification
   times, the target size, the interpolation/truncation settings and the alpha policy, so an
   edited source file gets a new entry (stale entries are left for ``prune()``);
-* entries are written to a temporary file in the same folder and ``os.replace``d into place,
+* entries are written atomically (:func:`salseg.atomic.atomic_output`: a temporary file in the
+  same folder, then renamed into place),
   so concurrent DataLoader workers or processes never read half-written files (two writers
   of the same entry produce identical bytes; the last rename wins).
 
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from salseg.atomic import mkstemp
+from salseg.atomic import atomic_output
 from salseg.data.io import read_image, read_mask
 from salseg.data.sources import Pair
 from salseg.data.transforms import resize_image, resize_mask
@@ -94,16 +95,8 @@ class ResizeCache:
             pass
         self.misses += 1
         arr = self.build(pair, size)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = mkstemp(path.parent, prefix=".tmp-", suffix=".npy")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, arr)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_output(path, overwrite=True) as tmp, open(tmp, "wb") as f:
+            np.save(f, arr)
         return arr
 
     def get(self, pair: Pair, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -203,6 +203,27 @@ class SegDataModule(L.LightningDataModule):
         val = [p for p in pairs if p.image in held and not p.hflip]  # no virtual flips in val
         return train, val
 
+    def source_specs(self) -> list[tuple[str, dict]]:
+        """Every source of this datamodule as ``(split, spec)``: train, val, test and mix, with
+        the folder/list shortcuts and ``offline_hflip`` already expanded (what ``setup`` lists)."""
+        return [(split, dict(spec)) for split, specs in (
+            ("train", self.train_specs), ("val", self.val_specs), ("test", self.test_specs),
+            ("mix", self.mix_specs)) for spec in specs]
+
+    def evaluation_sets(self) -> list[tuple[str, list[Pair]]]:
+        """The sets a model is scored on: the test sets (else the validation sources); a config
+        with neither (e.g. ``data=custom``) scores every listed pair (train + val, no virtual
+        flips) as one set named after the config."""
+        self.setup("test")
+        sets = list(self.test_sets or [])
+        if not sets:
+            self.setup("fit")
+            pairs = list(self.train_pairs or []) + list(self.val_pairs or [])
+            pairs = [p for p in pairs if not p.hflip]
+            if pairs:
+                sets = [(str(self.name), pairs)]
+        return sets
+
     def prepare_data(self) -> None:
         """Generate the synthetic set when configured (idempotent, atomic)."""
         for spec in self.train_specs + self.val_specs + self.test_specs:
@@ -337,3 +358,17 @@ class SegDataModule(L.LightningDataModule):
         return (f"data={self.name} root={Path(self.root)} recipe={r.name} size={list(r.size)} "
                 f"crop={None if r.crop is None else list(r.crop)} flip={r.flip} "
                 f"convention={self.convention}")
+
+
+def data_config(overrides: Sequence[str]) -> SegDataModule:
+    """The datamodule of ``configs/data/<name>.yaml`` composed with ``overrides``
+    (``["data=duts", "data.root=..."]``), without listing or checking anything yet."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from salseg.config import CONFIG_DIR
+
+    ov = ["+" + o if o.startswith("data=") else o for o in overrides]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        cfg = compose(config_name=None, overrides=ov)
+    return instantiate(cfg.data, verbose=False)

@@ -8,7 +8,7 @@ Sample / batch contract (stable; used by training and evaluation):
   ``(1, H0, W0)`` in [0, 1], ``"size"``: ``(H0, W0)``, ``"image_path"``, ``"mask_path"``,
   ``"name"`` (the stem, with ``__hflip`` for virtual flips).
 * ``mask_only=True`` (IS-Net phase 1, GT encoder): ``"image"`` is the transformed mask
-  ``(1, h, w)`` in [0, 1] (the GT encoder's input; ``ModelSpec('isnet_gt_encoder')`` has
+  ``(1, h, w)`` in [0, 1] (the GT encoder's input; the GT encoder's preprocessing has
   mean 0, std 1), identical to ``"mask"``.
 
 :func:`collate_seg` stacks tensors and keeps ``gt`` / paths as lists (``size`` as a
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from salseg.data.io import mask_to_unit, read_image, read_mask, read_mask_levels
+from salseg.data.io import image_is_gray, load_image, mask_to_unit, read_mask, read_mask_levels
 from salseg.data.sources import Pair
 from salseg.data.transforms import Recipe, SegTransform
 
@@ -63,22 +63,26 @@ class SegDataset(Dataset):
         """Reseed the augmentation random streams (called per DataLoader worker)."""
         self.transform.set_random_seed(seed)
 
-    def _load(self, pair: Pair) -> tuple[np.ndarray, np.ndarray]:
-        """Image uint8 (H, W, 3) and mask (uint8 levels or float32 [0, 1]), cached if enabled."""
+    def _load(self, pair: Pair) -> tuple[np.ndarray, np.ndarray, bool]:
+        """Image uint8 (H, W, 3), mask (uint8 levels or float32 [0, 1]), cached if enabled, and
+        whether the image was single-channel (its normalisation follows the gray rule)."""
         size = self.recipe.size if self.train else self.recipe.input_size
         if self.cache is not None:
-            return self.cache.get(pair, size)
+            image, mask = self.cache.get(pair, size)
+            return image, mask, (not self.mask_only) and image_is_gray(pair.image)
         assert pair.mask is not None
-        return read_image(pair.image, alpha=self.alpha), read_mask_levels(pair.mask)
+        loaded = load_image(pair.image, alpha=self.alpha)
+        return loaded.array, read_mask_levels(pair.mask), loaded.gray
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         pair = self.pairs[index]
-        image, mask = self._load(pair)
+        image, mask, gray = self._load(pair)
         if pair.hflip:
             image, mask = image[:, ::-1], mask[:, ::-1]
         if self.mask_only:
             image = np.repeat((mask_to_unit(mask) * 255.0)[..., None], 3, axis=2)
-        out = self.transform(np.ascontiguousarray(image), np.ascontiguousarray(mask))
+        out = self.transform(np.ascontiguousarray(image), np.ascontiguousarray(mask),
+                             gray=gray and not self.mask_only)
         sample: dict[str, Any] = {"image": out["image"], "mask": out["mask"], "path": pair.image}
         if self.mask_only:
             sample["image"] = out["mask"].clone()

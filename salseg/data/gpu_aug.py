@@ -131,16 +131,9 @@ class DeviceAugment:
                           for t in x])
 
     def _normalize(self, x: torch.Tensor, is_gray: torch.Tensor | None) -> torch.Tensor:
-        spec = self.spec
-        gray_rule = getattr(spec, "gray_normalize", None)
-        if is_gray is not None and gray_rule is not None and bool(is_gray.any()):
-            out = torch.empty_like(x)
-            gray = is_gray.to(x.device).bool()
-            if bool((~gray).any()):
-                out[~gray] = spec.normalize(x[~gray])
-            out[gray] = gray_rule(x[gray])
-            return out
-        return spec.normalize(x)
+        if is_gray is not None:  # the card's grayscale rule for single-channel images
+            return self.spec.normalize(x, gray=[bool(g) for g in is_gray.cpu().tolist()])
+        return self.spec.normalize(x)
 
 
 def _crop(x: torch.Tensor, top: torch.Tensor, left: torch.Tensor, crop: tuple[int, int]
@@ -160,7 +153,7 @@ class RawSegDataset(SegDataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         pair = self.pairs[index]
-        image, mask = self._load(pair)
+        image, mask, gray = self._load(pair)
         if pair.hflip:
             image, mask = image[:, ::-1], mask[:, ::-1]
         if mask.dtype != np.uint8:  # float [0, 1] (16-bit masks): back to 8-bit levels
@@ -169,7 +162,7 @@ class RawSegDataset(SegDataset):
             mask = mask[..., 0]
         img = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
         return {"image": img, "mask": torch.from_numpy(np.ascontiguousarray(mask))[None],
-                "path": pair.image}
+                "path": pair.image, "is_gray": bool(gray) and not self.mask_only}
 
 
 def collate_raw(batch: list[dict[str, Any]]) -> dict[str, Any]:

@@ -10,9 +10,11 @@ Decisions (see docs/data.md, "Decoding"):
 Images
 * EXIF orientation is applied (``ImageOps.exif_transpose``); the official loaders
   (``skimage.io.imread``) ignored it, so a rotated phone photo was fed sideways.
-* Grayscale (``L``, ``1``) is replicated to three channels (official DIS cache; the official
-  U2-Net loader used the R statistics for all channels, which is the same thing after
-  replication).
+* Grayscale (``L``, ``1``, ``LA``, 16-bit and float single-channel) is replicated to three
+  channels (official DIS cache) and marked ``LoadedImage.gray``: normalisation follows the
+  model's grayscale rule (the official U2-Net ``ToTensorLab`` normalises a single-channel image
+  with the R statistics on all three channels, which differs from per-channel statistics; see
+  :class:`salseg.models.card.Preprocessing`).
 * Alpha (``RGBA``, ``LA``, palette with transparency) is **dropped** by default, which is what
   the official U2-Net ``ToTensorLab`` does (it keeps channels 0..2).  ``alpha="black"`` or
   ``"white"`` composites over that colour instead.
@@ -60,6 +62,10 @@ from salseg.data.errors import DataError
 log = logging.getLogger(__name__)
 
 ALPHA_MODES = ("drop", "black", "white")
+# the one list of image file extensions salseg accepts (data sources, evaluation folders,
+# salseg-predict inputs)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm",
+                    ".pgm", ".pbm", ".jfif", ".jpe")
 _EXIF_ORIENTATION_TAG = 0x0112
 
 
@@ -81,6 +87,17 @@ class LoadedImage:
             return (int(self.array.shape[0]), int(self.array.shape[1]))
         assert self.size is not None
         return self.size
+
+    @property
+    def gray(self) -> bool:
+        """Decoded from a single colour channel (see :func:`is_gray_mode`)."""
+        return is_gray_mode(self.mode)
+
+
+def is_gray_mode(mode: str) -> bool:
+    """Whether a Pillow mode holds one colour channel (``1``, ``L``, ``LA``, ``I*``, ``F``):
+    the images the official U2-Net loader sees as single-channel."""
+    return mode in ("1", "L", "LA", "La", "F") or mode.startswith("I")
 
 
 @dataclass
@@ -249,6 +266,51 @@ def _alpha_composite(rgb: np.ndarray, alpha: np.ndarray, how: str) -> np.ndarray
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
+def pil_to_rgb(img: Image.Image, alpha: str = "drop", mode: str | None = None
+               ) -> tuple[np.ndarray, list[str]]:
+    """The one conversion of a decoded (and oriented) Pillow image into uint8 RGB ``(H, W, 3)``,
+    for files (:func:`load_image`) and in-memory PIL images alike; returns the notes too.
+
+    ``mode`` is the file's mode when ``img`` was converted since (default ``img.mode``).
+    """
+    mode = mode or img.mode
+    notes: list[str] = []
+    alpha_arr: np.ndarray | None = None
+    if mode in ("RGB",):
+        rgb = np.asarray(img.convert("RGB") if img.mode != "RGB" else img)
+    elif mode in ("L", "1"):
+        g = np.asarray(img.convert("L"))
+        rgb = np.repeat(g[..., None], 3, axis=2)
+        notes.append("grayscale image replicated to 3 channels")
+    elif mode in ("RGBA", "RGBa", "LA", "La", "PA"):
+        rgba = np.asarray(img.convert("RGBA"))
+        rgb, alpha_arr = rgba[..., :3], rgba[..., 3]
+    elif mode == "P":
+        if "transparency" in img.info:
+            rgba = np.asarray(img.convert("RGBA"))
+            rgb, alpha_arr = rgba[..., :3], rgba[..., 3]
+        else:
+            rgb = np.asarray(img.convert("RGB"))
+        notes.append("palette image converted to RGB")
+    elif mode.startswith("I") or mode == "F":
+        f, note = _high_depth_to_float(np.asarray(img), mode)
+        g = np.clip(np.rint(f * 255.0), 0, 255).astype(np.uint8)
+        rgb = np.repeat(g[..., None], 3, axis=2)
+        notes.append(note + "; replicated to 3 channels")
+    else:  # CMYK, YCbCr, LAB, HSV, ...
+        rgb = np.asarray(img.convert("RGB"))
+        notes.append(f"{mode} image converted to RGB")
+    if alpha_arr is not None:
+        if mode.startswith("L"):
+            notes.append("grayscale image replicated to 3 channels")
+        if alpha == "drop":
+            notes.append("alpha channel dropped")
+        else:
+            rgb = _alpha_composite(rgb, alpha_arr, alpha)
+            notes.append(f"alpha composited over {alpha}")
+    return np.ascontiguousarray(rgb, dtype=np.uint8), notes
+
+
 def load_image(path: str | Path, alpha: str = "drop", fast: bool = True, pixels: bool = True
                ) -> LoadedImage:
     """Decode ``path`` into uint8 RGB ``(H, W, 3)``; see the module docstring for the rules.
@@ -273,41 +335,10 @@ def load_image(path: str | Path, alpha: str = "drop", fast: bool = True, pixels:
             notes.append("EXIF orientation applied")
         if sixteen and mode in ("RGB", "RGBA"):
             notes.append("16-bit colour data reduced to 8 bits (high byte)")
-        alpha_arr: np.ndarray | None = None
         if not pixels and mode == "RGB":
             return LoadedImage(None, mode, raw_size, transposed, notes, (img.height, img.width))
-        if mode in ("RGB",):
-            rgb = np.asarray(img.convert("RGB") if img.mode != "RGB" else img)
-        elif mode in ("L", "1"):
-            g = np.asarray(img.convert("L"))
-            rgb = np.repeat(g[..., None], 3, axis=2)
-            notes.append("grayscale image replicated to 3 channels")
-        elif mode in ("RGBA", "RGBa", "LA", "La", "PA"):
-            rgba = np.asarray(img.convert("RGBA"))
-            rgb, alpha_arr = rgba[..., :3], rgba[..., 3]
-        elif mode == "P":
-            if "transparency" in img.info:
-                rgba = np.asarray(img.convert("RGBA"))
-                rgb, alpha_arr = rgba[..., :3], rgba[..., 3]
-            else:
-                rgb = np.asarray(img.convert("RGB"))
-            notes.append("palette image converted to RGB")
-        elif mode.startswith("I") or mode == "F":
-            f, note = _high_depth_to_float(np.asarray(img), mode)
-            g = np.clip(np.rint(f * 255.0), 0, 255).astype(np.uint8)
-            rgb = np.repeat(g[..., None], 3, axis=2)
-            notes.append(note + "; replicated to 3 channels")
-        else:  # CMYK, YCbCr, LAB, HSV, ...
-            rgb = np.asarray(img.convert("RGB"))
-            notes.append(f"{mode} image converted to RGB")
-        if alpha_arr is not None:
-            if mode.startswith("L"):
-                notes.append("grayscale image replicated to 3 channels")
-            if alpha == "drop":
-                notes.append("alpha channel dropped")
-            else:
-                rgb = _alpha_composite(rgb, alpha_arr, alpha)
-                notes.append(f"alpha composited over {alpha}")
+        rgb, more = pil_to_rgb(img, alpha, mode)
+        notes.extend(more)
     arr = np.ascontiguousarray(rgb, dtype=np.uint8)
     if notes:
         log.debug("%s: %s", path, "; ".join(notes))
@@ -442,3 +473,9 @@ def image_size(path: str | Path) -> tuple[int, int]:
     if orientation in (5, 6, 7, 8):
         h, w = w, h
     return h, w
+
+
+def image_is_gray(path: str | Path) -> bool:
+    """Whether the image file holds one colour channel, from its header only."""
+    with _open(path) as img:
+        return is_gray_mode(img.mode)

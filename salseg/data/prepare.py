@@ -79,6 +79,8 @@ def download(remote: Remote, dest_dir: str | Path, sha256: str | None = None,
             print(f"[prepare] reusing {dest} (sha256 {have})", file=stream)
             return dest
         print(f"[prepare] {dest} does not match its checksum; downloading again", file=stream)
+    # a streaming download keeps its own temporary ``.part`` file (checked against its sha256
+    # before the rename), so it is not written through salseg.atomic.atomic_output
     fd, tmp = mkstemp(dest_dir, prefix=f".{remote.name}.", suffix=".part")
     try:
         print(f"[prepare] downloading {remote.url}", file=stream)

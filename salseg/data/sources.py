@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from salseg.data.errors import DataLayoutError
+from salseg.data.io import IMAGE_EXTENSIONS
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 ROOT_ENV_VAR = "SALSEG_DATA_ROOT"
 
 DUTS_COUNTS = {"train": 10553, "test": 5019, "train_aug": 21106}

@@ -10,11 +10,12 @@ A recipe is chosen with ``aug=<name>`` (``configs/aug/*.yaml``); every field can
   p=0.5 (``image[::-1]`` in the official ``RandomCrop``); random crop 288 with the official
   offsets ``randint(0, 320 - 288)`` = 0..31 (exclusive upper bound: the last position, 32, is
   never drawn; ``crop_offsets: uniform`` gives 0..32); label divided by its own maximum; image
-  divided by its own maximum then ImageNet mean/std (``ModelSpec('u2net').normalize``).
+  divided by its own maximum then ImageNet mean/std (the ``u2net`` card's preprocessing; a
+  grayscale image uses the R statistics on all channels, as the official ``ToTensorLab``).
 ``isnet_paper`` — official DIS ``data_loader_cache.py`` (§3.4): resize to 1024x1024 bilinear
   without anti-aliasing for image **and** mask (soft masks stay soft), then the official uint8
   truncation (``floor``; ``truncate_uint8: false`` keeps the float values), random
-  **horizontal** flip p=0.5, ``/255`` then mean 0.5, std 1.0 (``ModelSpec('isnet')``); masks
+  **horizontal** flip p=0.5, ``/255`` then mean 0.5, std 1.0 (the ``isnet`` card's preprocessing); masks
   ``/255``, not binarised.
 ``strong`` — beyond the papers, for fine-tuning on small custom sets: resize (as u2net_paper
   but bilinear masks), horizontal flip, affine scale/rotate/translate (bilinear, reflected
@@ -24,9 +25,10 @@ Evaluation transform (all recipes): resize to ``eval_size`` (default ``size``; 3
 u2net_paper, as ``u2net_test.py``) with the recipe's interpolation/truncation, then the same
 normalisation; the dataset carries the original-resolution mask and size alongside.
 
-Normalisation follows :meth:`salseg.models.spec.ModelSpec.normalize` (``normalization`` names
-the spec), so training, evaluation and prediction agree; :func:`normalize_hwc` is its numpy
-twin for DataLoader workers (same arithmetic; a test checks they agree).
+Normalisation follows :meth:`salseg.models.card.Preprocessing.normalize` of the model card
+named by ``normalization`` (with its grayscale rule; ``gray`` overrides the rule, e.g.
+``aug.gray=per_channel``), so training, evaluation and prediction agree; :func:`normalize_hwc`
+is its numpy twin for DataLoader workers (same arithmetic; a test checks they agree).
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ import cv2
 import numpy as np
 import torch
 
-from salseg.models.spec import ModelSpec, get_spec
+from salseg.models.card import GRAY_RULES, Preprocessing, get_card
 
 INTERPOLATIONS = {
     "nearest": cv2.INTER_NEAREST_EXACT,  # pixel-centre nearest (skimage order=0, PIL NEAREST)
@@ -75,13 +77,15 @@ class Recipe:
     mask_interpolation: str = "nearest"
     truncate_uint8: bool = False
     mask_norm: str = "max"  # max: label / max(label) (official U2-Net) | none
-    normalization: str = "u2net"  # ModelSpec name used for normalize()
+    normalization: str = "u2net"  # model card whose preprocessing normalises
     eval_size: tuple[int, int] | None = None
     strong: dict = field(default_factory=dict)
+    gray: str | None = None  # grayscale rule; None: the card's (see Preprocessing.gray)
 
     @property
-    def spec(self) -> ModelSpec:
-        return get_spec(self.normalization)
+    def spec(self) -> Preprocessing:
+        pre = get_card(self.normalization).preprocessing
+        return pre if self.gray is None else replace(pre, gray=self.gray)
 
     @property
     def train_size(self) -> tuple[int, int]:
@@ -163,7 +167,9 @@ def _validate(r: Recipe) -> None:
         raise ValueError("aug.crop_offsets must be 'official' or 'uniform'")
     if r.mask_norm not in ("max", "none"):
         raise ValueError("aug.mask_norm must be 'max' or 'none'")
-    get_spec(r.normalization)
+    get_card(r.normalization)
+    if r.gray is not None and r.gray not in GRAY_RULES:
+        raise ValueError(f"aug.gray must be one of {GRAY_RULES} or null, got {r.gray!r}")
     if min(r.size) < 8:
         raise ValueError(f"aug.size {r.size} too small")
     if r.crop is not None and (r.crop[0] > r.size[0] or r.crop[1] > r.size[1]):
@@ -360,7 +366,8 @@ class SegTransform:
     def set_random_seed(self, seed: int | None) -> None:
         self.pipeline.set_random_seed(seed)
 
-    def __call__(self, image: np.ndarray, mask: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+    def __call__(self, image: np.ndarray, mask: np.ndarray | None = None, gray: bool = False
+                 ) -> dict[str, torch.Tensor]:
         if mask is None:
             out = self.pipeline(image=image)
             m = None
@@ -371,17 +378,20 @@ class SegTransform:
                 peak = float(m.max()) if m.size else 0.0
                 if 1e-6 <= peak < 1.0:  # official ToTensorLab: label / max(label)
                     m = m * np.float32(1.0 / peak)
-        res = {"image": torch.from_numpy(normalize_hwc(out["image"], self.spec, self.value_max))}
+        res = {"image": torch.from_numpy(normalize_hwc(out["image"], self.spec, self.value_max,
+                                                       gray))}
         if m is not None:
             res["mask"] = torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32)).unsqueeze(0)
         return res
 
 
-def normalize_hwc(image: np.ndarray, spec: ModelSpec, value_max: float = 1.0) -> np.ndarray:
+def normalize_hwc(image: np.ndarray, spec: Preprocessing, value_max: float = 1.0,
+                  gray: bool = False) -> np.ndarray:
     """``spec.normalize`` for one float ``(H, W, C)`` image -> ``(C, H, W)`` float32.
 
-    ``value_max`` is the value of white (1 for [0, 1] images, 255 for [0, 255]).  The same
-    arithmetic as :meth:`ModelSpec.normalize` (tested to agree), fused into one multiply-add
+    ``value_max`` is the value of white (1 for [0, 1] images, 255 for [0, 255]); ``gray`` marks
+    a single-channel image (``spec.gray`` rule).  The same arithmetic as
+    :meth:`Preprocessing.normalize` (tested to agree), fused into one multiply-add
     per channel in numpy, so DataLoader workers neither pay torch's per-op overhead nor
     several passes over 1024x1024 images.
     """
@@ -394,8 +404,7 @@ def normalize_hwc(image: np.ndarray, spec: ModelSpec, value_max: float = 1.0) ->
     else:
         raise ValueError(f"unknown scale mode {spec.scale!r}")
     c = x.shape[2]
-    mean = spec.mean if len(spec.mean) >= c else spec.mean * c
-    std = spec.std if len(spec.std) >= c else spec.std * c
+    mean, std = spec.stats(c, gray)
     out = np.empty((c, x.shape[0], x.shape[1]), np.float32)
     for k in range(c):  # (x / denom - mean) / std  ==  x * a - b
         np.multiply(x[..., k], np.float32(1.0 / (denom * std[k])), out=out[k])

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from salseg.data.io import IMAGE_EXTENSIONS
 from salseg.evaluation.errors import EvaluationError
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 _EXIF_ORIENTATION_TAG = 0x0112
 log = logging.getLogger(__name__)
 

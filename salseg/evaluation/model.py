@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from salseg.data.io import read_image
+from salseg.data.io import load_image
 from salseg.data.sources import Pair
 from salseg.evaluation.folder import groups_for
 from salseg.evaluation.io import read_map_u8
@@ -35,10 +36,11 @@ class _Images(Dataset):
         return len(self.pairs)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, tuple[int, int], int]:
-        image = read_image(self.pairs[i].image)
+        loaded = load_image(self.pairs[i].image)
+        image = loaded.array
         if self.pairs[i].hflip:
             image = np.ascontiguousarray(image[:, ::-1])
-        return self.predictor.prepare(image), image.shape[:2], i
+        return self.predictor.prepare(image, loaded.gray), image.shape[:2], i
 
 
 def _collate(items: list) -> tuple[torch.Tensor, list[tuple[int, int]], list[int]]:
@@ -122,3 +124,52 @@ def evaluate_model(predictor: Predictor, test_sets: Sequence[tuple[str, Sequence
     paths = write_reports(results, out_dir, plots=plots, overwrite=overwrite)
     return results, paths
 
+
+def run_model_mode(cfg: Any, out_dir: str | Path) -> tuple[Results, dict[str, Path]]:
+    """``salseg-eval`` model mode from its config (``configs/eval.yaml``): a checkpoint (or
+    random weights) + the evaluation sets of ``data=...`` -> predictions -> reports in
+    ``out_dir``; returns the results and the report paths."""
+    from hydra.utils import instantiate
+    from omegaconf import ListConfig
+
+    from salseg.evaluation.errors import EvaluationError
+    from salseg.metrics.collection import convention_for
+
+    if cfg.get("data") is None:
+        raise EvaluationError("model mode needs a data config: data=duts_te (or a multirun "
+                              "-m data=duts_te,ecssd,...), see configs/data/")
+    if cfg.get("pred_dir"):
+        raise EvaluationError("give either ckpt=... (model mode) or pred_dir=... (folder mode)")
+    model_cfg = cfg.get("model")
+    model_name = str(model_cfg.name) if model_cfg is not None else None
+    if not cfg.get("ckpt") and not model_name:
+        raise EvaluationError("random_weights=true needs model=<name>")
+    input_size = cfg.get("input_size")
+    predictor_kwargs = dict(
+        weights=None if cfg.get("random_weights") else str(cfg.ckpt), model=model_name,
+        device=str(cfg.get("device", "auto")), precision=str(cfg.get("precision", "fp32")),
+        input_size=list(input_size) if input_size is not None else None,
+        resize=str(cfg.get("resize", "official")))
+    kwargs = dict(predictor_kwargs)
+    predictor = Predictor(kwargs.pop("weights"), **kwargs)
+    datamodule = instantiate(cfg.data, verbose=False)
+    test_sets = datamodule.evaluation_sets()
+    if not test_sets:
+        raise EvaluationError(f"data={datamodule.name}: no test images to evaluate")
+    convention = cfg.get("convention", "auto")
+    if convention == "auto":
+        convention = datamodule.convention
+    convention = convention_for(test_sets[0][0] if test_sets else "", convention)
+    metrics = cfg.get("metrics", "auto")
+    if isinstance(metrics, ListConfig):
+        metrics = [str(m) for m in metrics]
+    results, paths = evaluate_model(
+        predictor, test_sets, out_dir, convention=convention, method=cfg.get("method"),
+        groups=metrics, batch_size=int(cfg.get("batch_size", 4)),
+        num_workers=int(cfg.get("num_workers", 0)),
+        save_predictions=bool(cfg.get("save_predictions", False)),
+        workers=int(cfg.get("workers", 0)), hce_binarize=cfg.get("hce_binarize", "dis"),
+        skeleton_cache=cfg.get("skeleton_cache"), progress=bool(cfg.get("progress", True)),
+        plots=bool(cfg.get("plots", True)), overwrite=bool(cfg.get("overwrite", False)),
+        num_processes=int(cfg.get("num_processes", 1)), predictor_kwargs=predictor_kwargs)
+    return results, paths

@@ -29,7 +29,7 @@ from salseg.metrics.hce import (
     gt_skeleton,
     hce_parts,
 )
-from salseg.metrics.protocol import Pair, resize_to_gt
+from salseg.metrics.protocol import MapPair, resize_to_gt
 
 
 @dataclass
@@ -102,7 +102,7 @@ def score_pairs(
             if resized:
                 pred_t = resize_to_gt(pred_t, tuple(gt_t.shape))
                 n_resized += 1
-            pair = Pair(pred_t, gt_t)
+            pair = MapPair(pred_t, gt_t)
             if parallel_hce:
                 assert pool is not None and hce_metric is not None
                 futures.append(pool.submit(

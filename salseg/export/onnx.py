@@ -8,7 +8,10 @@ Graph contract (``export_onnx``):
   ``forward``): U2-Net ``fused, side1..side6``; IS-Net ``side1..side6`` (plus the six features
   ``feat1..feat6`` with ``include_features``).  Output 0 is always the prediction;
 * opset 17 (onnxruntime >= 1.14 runs it); BatchNorms are folded into the convolutions unless
-  ``fold_batchnorm=False``; metadata ``salseg.model`` records the architecture.
+  ``fold_batchnorm=False``; metadata ``salseg.model`` records the architecture (its card) and
+  ``salseg.preprocessing`` the :class:`~salseg.models.card.Preprocessing` as JSON (input size
+  of the checkpoint's training, normalisation, grayscale rule, resize, restore), which
+  :func:`read_metadata` reads back so that the file predicts like its checkpoint by default.
 
 ``rembg=True`` makes the file a drop-in model for rembg's custom sessions: ``u2net_custom`` for
 U2-Net / U2-NetP and ``dis_custom`` for IS-Net.  Those sessions feed one float32 input (the
@@ -27,7 +30,6 @@ size-dependent branches of the up-sampling into the graph.
 """
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,13 +38,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from salseg.atomic import mkstemp
-from salseg.export.onnx_import import onnx_to_state_dict
-from salseg.models.registry import canonical_name, is_u2net, to_official
-from salseg.models.spec import IMAGENET_MEAN, IMAGENET_STD, get_spec
+from salseg.atomic import atomic_output
+from salseg.models.card import IMAGENET_MEAN, IMAGENET_STD, ModelCard, Preprocessing, get_card
+from salseg.models.onnx_import import load_onnx, onnx_to_state_dict
 
 __all__ = ["ExportCheckError", "ExportReport", "REMBG_SESSIONS", "export_onnx", "check_onnx",
-           "onnx_to_state_dict", "output_names"]
+           "onnx_to_state_dict", "output_names", "read_metadata", "PREPROCESSING_KEY", "CARD_KEY"]
 
 OPSET = 17
 MIN_TRACE_SIZE = 64
@@ -58,11 +59,13 @@ class RembgSession:
     size: int
 
 
+# keyed by rembg session type (a card's ``rembg_session``)
 REMBG_SESSIONS = {
-    "u2net": RembgSession("u2net_custom", IMAGENET_MEAN, IMAGENET_STD, 320),
-    "u2netp": RembgSession("u2net_custom", IMAGENET_MEAN, IMAGENET_STD, 320),
-    "isnet": RembgSession("dis_custom", (0.5, 0.5, 0.5), (1.0, 1.0, 1.0), 1024),
+    "u2net_custom": RembgSession("u2net_custom", IMAGENET_MEAN, IMAGENET_STD, 320),
+    "dis_custom": RembgSession("dis_custom", (0.5, 0.5, 0.5), (1.0, 1.0, 1.0), 1024),
 }
+CARD_KEY = "salseg.model"  # the card name
+PREPROCESSING_KEY = "salseg.preprocessing"  # Preprocessing as JSON (see salseg.models.card)
 
 
 class ExportCheckError(RuntimeError):
@@ -81,37 +84,54 @@ class ExportReport:
     notes: list[str] = field(default_factory=list)
 
 
-def output_names(name: str, include_features: bool = False) -> list[str]:
-    if is_u2net(name):
-        return ["fused"] + [f"side{i}" for i in range(1, 7)]
-    names = [f"side{i}" for i in range(1, 7)]
-    return names + ([f"feat{i}" for i in range(1, 7)] if include_features else [])
+def output_names(name: str | ModelCard, include_features: bool = False) -> list[str]:
+    return get_card(name).onnx_output_names(include_features)
+
+
+def read_metadata(path: str | Path) -> tuple[str | None, Preprocessing | None]:
+    """The card name and :class:`Preprocessing` recorded in an ONNX file by ``export_onnx``.
+
+    ``(None, None)`` for files without them (official/rembg exports); a file from an older
+    salseg has the name only.  The preprocessing is the card's with the recorded fields.
+    """
+    proto = load_onnx(path, load_external_data=False)  # WeightsError naming a bad file
+    meta = {p.key: p.value for p in proto.metadata_props}
+    name = meta.get(CARD_KEY)
+    pre = None
+    if name is not None:
+        name = get_card(name).name
+        if PREPROCESSING_KEY in meta:
+            try:
+                pre = Preprocessing.from_json(meta[PREPROCESSING_KEY])
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"{path}: bad {PREPROCESSING_KEY} metadata ({exc})") from exc
+    return name, pre
 
 
 class _Exported(nn.Module):
     """The model plus an optional input adapter, returning the official probabilities."""
 
-    def __init__(self, model: nn.Module, name: str, include_features: bool,
+    def __init__(self, model: nn.Module, card: ModelCard, include_features: bool,
                  scale: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> None:
         super().__init__()
-        self.model, self.name, self.include_features = model, name, include_features
+        self.model, self.card, self.include_features = model, card, include_features
         self.scale, self.shift = scale, shift
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.scale is not None:
             x = x * self.scale + self.shift
-        official = to_official(self.name, self.model(x))
-        if is_u2net(self.name):
-            return tuple(official)
-        sides, feats = official
-        return tuple(sides) + (tuple(feats) if self.include_features else ())
+        return self.card.exported(self.model(x), self.include_features)
 
 
-def _rembg_adapter(name: str) -> tuple[torch.Tensor | None, torch.Tensor | None, list[str]]:
-    if name not in REMBG_SESSIONS:
-        raise ValueError(f"rembg has no custom session for {name} (only u2net, u2netp, isnet)")
-    session, spec = REMBG_SESSIONS[name], get_spec(name)
-    notes = []
+def _rembg_adapter(name: str | ModelCard, preprocessing: Preprocessing | None = None
+                   ) -> tuple[torch.Tensor | None, torch.Tensor | None, list[str]]:
+    card = get_card(name)
+    if card.rembg_session not in REMBG_SESSIONS:
+        known = [c.name for c in _cards() if c.rembg_session in REMBG_SESSIONS]
+        raise ValueError(f"rembg has no custom session for {card.name} (only {', '.join(known)})")
+    session, spec = REMBG_SESSIONS[card.rembg_session], preprocessing or card.preprocessing
+    name = card.name
+    notes: list[str] = []
     if spec.scale != "max":
         notes.append(f"rembg {session.session} divides by the image maximum, the official "
                      f"{name} preprocessing by 255: identical for images that reach 255")
@@ -124,6 +144,12 @@ def _rembg_adapter(name: str) -> tuple[torch.Tensor | None, torch.Tensor | None,
     shift = torch.tensor((mean_r - mean_m) / std_m, dtype=torch.float32).view(1, 3, 1, 1)
     notes.append("input adapter added for the session's mean/std")
     return scale, shift, notes
+
+
+def _cards() -> list[ModelCard]:
+    from salseg.models.card import cards
+
+    return cards()
 
 
 def check_onnx(path: str | Path, module: nn.Module, sizes: list[tuple[int, int]],
@@ -164,11 +190,18 @@ def export_onnx(model: nn.Module, path: str | Path, name: str, *, opset: int = O
                 fold_batchnorm: bool = True, include_features: bool = False, rembg: bool = False,
                 trace_size: int = 320, check: bool = True,
                 check_sizes: list[tuple[int, int]] | None = None, tolerance: float = 1e-4,
-                overwrite: bool = False) -> ExportReport:
-    """Export ``model`` (architecture ``name``) to ``path`` atomically; see the module docstring."""
+                overwrite: bool = False, preprocessing: Preprocessing | None = None
+                ) -> ExportReport:
+    """Export ``model`` (architecture ``name``) to ``path`` atomically; see the module docstring.
+
+    ``preprocessing`` (default: the card's) is recorded in the metadata, so that the file
+    predicts like its checkpoint: pass the checkpoint's training input size through it.
+    """
     import onnx
 
-    name = canonical_name(name)
+    card = get_card(name)
+    name = card.name
+    preprocessing = preprocessing or card.preprocessing
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: exists (use --overwrite to replace it)")
@@ -177,19 +210,17 @@ def export_onnx(model: nn.Module, path: str | Path, name: str, *, opset: int = O
     notes: list[str] = []
     scale = shift = None
     if rembg:
-        scale, shift, notes = _rembg_adapter(name)
+        scale, shift, notes = _rembg_adapter(card, preprocessing)
         include_features = False
     model = model.eval().cpu().float()
-    wrapped = _Exported(model, name, include_features, scale, shift).eval()
+    wrapped = _Exported(model, card, include_features, scale, shift).eval()
     outputs = output_names(name, include_features)
-    in_ch = getattr(model, "in_ch", 3)
+    in_ch = preprocessing.in_channels
     dummy = torch.randn(1, in_ch, trace_size, trace_size)
     dynamic = {"input": {0: "batch", 2: "height", 3: "width"}}
     dynamic.update({o: {0: "batch", 2: "height", 3: "width"} for o in outputs})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = mkstemp(path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(path, overwrite) as tmp_path:
+        tmp = str(tmp_path)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(wrapped, (dummy,), tmp, dynamo=False, opset_version=opset,
@@ -197,11 +228,12 @@ def export_onnx(model: nn.Module, path: str | Path, name: str, *, opset: int = O
                               dynamic_axes=dynamic, do_constant_folding=fold_batchnorm,
                               training=torch.onnx.TrainingMode.EVAL)
         proto = onnx.load(tmp)
-        meta = {"salseg.model": name, "salseg.outputs": ",".join(outputs),
+        meta = {CARD_KEY: name, "salseg.outputs": ",".join(outputs),
                 "salseg.batchnorm_folded": str(fold_batchnorm).lower(),
-                "salseg.input": "normalised image (see salseg.predict.preprocess)"}
+                "salseg.input": "normalised image (see salseg.predict.preprocess)",
+                PREPROCESSING_KEY: preprocessing.to_json()}
         if rembg:
-            meta["salseg.rembg_session"] = REMBG_SESSIONS[name].session
+            meta["salseg.rembg_session"] = REMBG_SESSIONS[card.rembg_session].session
         for k, v in meta.items():
             proto.metadata_props.add(key=k, value=v)
         onnx.save(proto, tmp)
@@ -212,10 +244,4 @@ def export_onnx(model: nn.Module, path: str | Path, name: str, *, opset: int = O
                                     (trace_size * 3 // 4 + 1, trace_size + 8)]
             report.max_abs_diff = check_onnx(tmp, wrapped, sizes, tolerance=tolerance,
                                              in_ch=in_ch)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return report

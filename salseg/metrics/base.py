@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import torch
 from torchmetrics import Metric
 
-from salseg.metrics.protocol import Pair, iter_pairs
+from salseg.metrics.protocol import MapPair, iter_pairs
 
 
 class PairScore:
@@ -41,7 +41,7 @@ class SumMetric(Metric):
             self.add_state(name, default=torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("n_images", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
-    def score_pair(self, pair: Pair) -> PairScore:  # pragma: no cover - abstract
+    def score_pair(self, pair: MapPair) -> PairScore:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def accumulate(self, score: PairScore) -> None:

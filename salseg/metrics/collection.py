@@ -25,7 +25,7 @@ from salseg.metrics.e_measure import EMeasure
 from salseg.metrics.fmeasure import FMeasureDISValid, FMeasureMeanCurve, FMeasureMeanPR
 from salseg.metrics.hce import HumanCorrectionEffort
 from salseg.metrics.mae import MAE
-from salseg.metrics.protocol import Pair, iter_pairs
+from salseg.metrics.protocol import MapPair, iter_pairs
 from salseg.metrics.relax_boundary_f import RelaxedBoundaryFMeasure
 from salseg.metrics.s_measure import SMeasure
 from salseg.metrics.weighted_f import WeightedFMeasure
@@ -51,7 +51,7 @@ def convention_for(dataset: str, convention: str = "auto") -> str:
 class ImageCount(SumMetric):
     """Number of images seen (summed over processes)."""
 
-    def score_pair(self, pair: Pair) -> PairScore:
+    def score_pair(self, pair: MapPair) -> PairScore:
         return PairScore({}, {})
 
     def compute(self) -> torch.Tensor:
@@ -115,7 +115,7 @@ class SaliencyMetrics(torch.nn.Module):
 
     def update_pair(
         self,
-        pair: Pair,
+        pair: MapPair,
         precomputed: dict[str, PairScore] | None = None,
         skip: Iterable[str] = (),
     ) -> dict[str, float]:

@@ -21,7 +21,7 @@ from salseg.metrics.fmeasure import (
     adaptive_counts,
     pysod_counts,
 )
-from salseg.metrics.protocol import Pair
+from salseg.metrics.protocol import MapPair
 
 EPS = 2.220446049250313e-16  # numpy.spacing(1), MATLAB's eps
 
@@ -58,7 +58,7 @@ class EMeasure(SumMetric):
     SUM_STATES = {"sum_curve": (N_THRESHOLDS_MEAN_CURVE,), "sum_adp_em": ()}
     higher_is_better = True
 
-    def score_pair(self, pair: Pair) -> PairScore:
+    def score_pair(self, pair: MapPair) -> PairScore:
         n_fg, numel = pair.n_fg, pair.numel
         tp, fp = pysod_counts(pair)
         curve = emeasure_from_counts(tp, fp, n_fg, numel)

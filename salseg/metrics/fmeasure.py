@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from salseg.metrics.base import PairScore, SumMetric
-from salseg.metrics.protocol import Pair, _bincount
+from salseg.metrics.protocol import MapPair, _bincount
 
 BETA2 = 0.3
 N_THRESHOLDS_MEAN_CURVE = 256
@@ -46,7 +46,7 @@ def counts_from_hist(level_of_value: np.ndarray, hist: np.ndarray, n_levels: int
     return np.cumsum(fg[::-1])[::-1], np.cumsum(bg[::-1])[::-1]
 
 
-def pysod_counts(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
+def pysod_counts(pair: MapPair) -> tuple[np.ndarray, np.ndarray]:
     """TP / FP counts at pysodmetrics' 256 thresholds ``uint8(255 minmax(p)) >= t``, cached on the
     pair (F and E share them)."""
 
@@ -71,17 +71,17 @@ def pysod_pr_f_curves(tp: np.ndarray, fp: np.ndarray, n_fg: int) -> tuple[
     return precision, recall, num / den
 
 
-def mean_prediction(pair: Pair) -> float:
+def mean_prediction(pair: MapPair) -> float:
     """``mean(minmax(p))`` over the image."""
     return float(np.dot(pair.hist.sum(0), pair.lut_p_norm)) / pair.numel
 
 
-def adaptive_threshold(pair: Pair) -> float:
+def adaptive_threshold(pair: MapPair) -> float:
     """``min(2 * mean(p), 1)`` (Achanta et al.; pysodmetrics ``get_adaptive_threshold``)."""
     return min(2 * mean_prediction(pair), 1.0)
 
 
-def adaptive_mask(pair: Pair) -> np.ndarray:
+def adaptive_mask(pair: MapPair) -> np.ndarray:
     """Which 8-bit levels are at or above the adaptive threshold, decided **exactly**.
 
     ``minmax(p) >= min(2 mean(minmax(p)), 1)`` is evaluated in integer arithmetic on the 8-bit
@@ -100,14 +100,14 @@ def adaptive_mask(pair: Pair) -> np.ndarray:
     return (n * (levels - lo) >= 2 * (total - n * lo)) | (levels == hi)
 
 
-def adaptive_counts(pair: Pair) -> tuple[int, int]:
+def adaptive_counts(pair: MapPair) -> tuple[int, int]:
     """(TP, FP) of ``minmax(p) >= adaptive threshold`` (ties decided exactly, see
     :func:`adaptive_mask`)."""
     above = adaptive_mask(pair)
     return int(pair.hist[1][above].sum()), int(pair.hist[0][above].sum())
 
 
-def adaptive_fmeasure(pair: Pair) -> float:
+def adaptive_fmeasure(pair: MapPair) -> float:
     """F-measure of the prediction binarised at the adaptive threshold (0 if TP = 0)."""
     tp, fp = adaptive_counts(pair)
     if tp == 0:
@@ -117,7 +117,7 @@ def adaptive_fmeasure(pair: Pair) -> float:
     return (1 + BETA2) * pre * rec / (BETA2 * pre + rec)
 
 
-def bset_pr_curves(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
+def bset_pr_curves(pair: MapPair) -> tuple[np.ndarray, np.ndarray]:
     """Per-image precision/recall of the U2-Net / BASNet tool (``compute_pre_rec``): 255
     thresholds k = 0..254, ``n >= k`` with ``n = 255 p / (max p + 1e-8)`` (not rounded), GT
     ``255 g / (max g + 1e-8) > 128``; P = TP / (TP + FP + 1e-8), R = TP / (|G| + 1e-8)."""
@@ -143,7 +143,7 @@ def f_from_mean_pr(precision, recall):  # noqa: ANN001, ANN201 - numpy or torch
     return (1 + BETA2) * precision * recall / (BETA2 * precision + recall + 1e-8)
 
 
-def dis_valid_inputs(pair: Pair) -> tuple[torch.Tensor, torch.Tensor]:
+def dis_valid_inputs(pair: MapPair) -> tuple[torch.Tensor, torch.Tensor]:
     """IS-Net ``valid()`` pre-processing (float32): prediction min-max normalised then x255
     (a constant map is kept as ``p``), GT raw (x255 when its maximum is 1)."""
     pf = pair.p255.to(torch.float32) / 255
@@ -186,7 +186,7 @@ class FMeasureMeanCurve(SumMetric):
     }
     higher_is_better = True
 
-    def score_pair(self, pair: Pair) -> PairScore:
+    def score_pair(self, pair: MapPair) -> PairScore:
         tp, fp = pysod_counts(pair)
         precision, recall, f = pysod_pr_f_curves(tp, fp, pair.n_fg)
         adp = adaptive_fmeasure(pair)
@@ -219,7 +219,7 @@ class FMeasureMeanPR(SumMetric):
     SUM_STATES = {"sum_precision": (N_THRESHOLDS_MEAN_PR,), "sum_recall": (N_THRESHOLDS_MEAN_PR,)}
     higher_is_better = True
 
-    def score_pair(self, pair: Pair) -> PairScore:
+    def score_pair(self, pair: MapPair) -> PairScore:
         precision, recall = bset_pr_curves(pair)
         f = f_from_mean_pr(precision, recall)
         return PairScore(
@@ -247,7 +247,7 @@ class FMeasureDISValid(SumMetric):
     SUM_STATES = {"sum_precision": (N_THRESHOLDS_MEAN_PR,), "sum_recall": (N_THRESHOLDS_MEAN_PR,)}
     higher_is_better = True
 
-    def score_pair(self, pair: Pair) -> PairScore:
+    def score_pair(self, pair: MapPair) -> PairScore:
         precision, recall, f = dis_valid_pr_f(*dis_valid_inputs(pair))
         return PairScore(
             {"sum_precision": precision.double(), "sum_recall": recall.double()},

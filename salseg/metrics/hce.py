@@ -30,11 +30,11 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from salseg.atomic import mkstemp
+from salseg.atomic import atomic_output
 from salseg.metrics.base import PairScore, SumMetric
 from salseg.metrics.contours import find_contours
 from salseg.metrics.polygon import approx_poly_dp_open
-from salseg.metrics.protocol import Pair
+from salseg.metrics.protocol import MapPair
 
 CROSS = ndimage.generate_binary_structure(2, 1)  # skimage.morphology.disk(1)
 SQUARE = np.ones((3, 3), dtype=bool)
@@ -71,10 +71,8 @@ class SkeletonCache:
             except (OSError, ValueError) as err:
                 raise ValueError(f"skeleton cache file {path} is unreadable ({err}); delete it") from err
         ske = gt_skeleton(gt)
-        fd, tmp = mkstemp(self.directory, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_output(path, overwrite=True) as tmp, open(tmp, "wb") as fh:
             np.save(fh, np.packbits(ske))
-        os.replace(tmp, path)
         return ske
 
 
@@ -157,7 +155,7 @@ def hce_parts(pred_bin: np.ndarray, gt: np.ndarray, skeleton: np.ndarray, relax:
     return fp_points, fp_regions, fn_points, fn_regions
 
 
-def binarize_for_hce(pair: Pair, binarize: str = "dis") -> np.ndarray:
+def binarize_for_hce(pair: MapPair, binarize: str = "dis") -> np.ndarray:
     """The prediction mask HCE scores: raw ``p > 128`` (DIS) or ``minmax(p) > 0.5`` (pysodmetrics)."""
     if binarize == "dis":
         return (pair.p255 > 128).cpu().numpy()
@@ -166,7 +164,7 @@ def binarize_for_hce(pair: Pair, binarize: str = "dis") -> np.ndarray:
     raise ValueError(f"HCE binarize must be one of {BINARIZATIONS}, got {binarize!r}")
 
 
-def hce_of_pair(pair: Pair, binarize: str = "dis", relax: int = 5, epsilon: float = 2.0,
+def hce_of_pair(pair: MapPair, binarize: str = "dis", relax: int = 5, epsilon: float = 2.0,
                 skeleton_cache: SkeletonCache | None = None) -> dict[str, int]:
     """HCE and its four parts for one pair."""
     gt = pair.gt.cpu().numpy()
@@ -201,7 +199,7 @@ class HumanCorrectionEffort(SumMetric):
         self.epsilon = epsilon
         self.skeleton_cache = SkeletonCache(skeleton_cache) if skeleton_cache else None
 
-    def score_pair(self, pair: Pair) -> PairScore:
+    def score_pair(self, pair: MapPair) -> PairScore:
         r = hce_of_pair(pair, self.binarize, self.relax, self.epsilon, self.skeleton_cache)
         return self.score_from_parts(r)
 

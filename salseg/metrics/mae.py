@@ -16,24 +16,24 @@ import torch
 
 from salseg.metrics.base import PairScore, SumMetric
 from salseg.metrics.fmeasure import dis_valid_inputs
-from salseg.metrics.protocol import Pair
+from salseg.metrics.protocol import MapPair
 
 MAE_VARIANTS = ("pysodmetrics", "bset", "dis_valid")
 
 
-def mae_pysodmetrics(pair: Pair) -> float:
+def mae_pysodmetrics(pair: MapPair) -> float:
     lut, hist = pair.lut_p_norm, pair.hist
     return float(np.dot(hist[0], lut) + np.dot(hist[1], 1 - lut)) / pair.numel
 
 
-def mae_bset(pair: Pair) -> float:
+def mae_bset(pair: MapPair) -> float:
     p = pair.p255
     g = pair.g8.to(torch.float64)
     err = torch.abs(p / (p.max() + 1e-8) - g / (g.max() + 1e-8)).sum()
     return float(err / (float(pair.shape[0]) * float(pair.shape[1]) + 1e-8))
 
 
-def mae_dis_valid(pair: Pair) -> float:
+def mae_dis_valid(pair: MapPair) -> float:
     pred255, g = dis_valid_inputs(pair)
     err = torch.sum(torch.absolute(torch.sub(pred255.float(), g.float())))
     return float(torch.divide(err, float(pair.shape[0]) * float(pair.shape[1]) * 255.0 + 1e-4))
@@ -51,7 +51,7 @@ class MAE(SumMetric):
         super().__init__(**kwargs)
         self.variant = variant
 
-    def score_pair(self, pair: Pair) -> PairScore:
+    def score_pair(self, pair: MapPair) -> PairScore:
         fn = {"pysodmetrics": mae_pysodmetrics, "bset": mae_bset, "dis_valid": mae_dis_valid}
         value = fn[self.variant](pair)
         key = "mae" if self.variant == "pysodmetrics" else f"mae_{self.variant}"

@@ -182,7 +182,7 @@ def _check_unit_range(x: torch.Tensor, what: str) -> None:
         )
 
 
-class Pair:
+class MapPair:
     """One (prediction, ground truth) pair of equal size with the representations the metrics
     need, each computed once (lazily).
 
@@ -197,7 +197,7 @@ class Pair:
     def __init__(self, pred: torch.Tensor, gt: torch.Tensor) -> None:
         if pred.ndim != 2 or gt.ndim != 2:
             raise ValueError(
-                f"Pair expects (H, W) maps, got {tuple(pred.shape)} and {tuple(gt.shape)}"
+                f"MapPair expects (H, W) maps, got {tuple(pred.shape)} and {tuple(gt.shape)}"
             )
         check_same_size(pred, gt)
         self._pred = pred
@@ -359,12 +359,12 @@ def _bincount(idx: torch.Tensor | np.ndarray, minlength: int) -> np.ndarray:
     return torch.bincount(idx.reshape(-1).to(torch.int64), minlength=minlength).cpu().numpy()
 
 
-def iter_pairs(preds: torch.Tensor, target: torch.Tensor) -> Iterator[Pair]:
-    """Yield :class:`Pair` objects for a batch (shapes as in :func:`as_batch`)."""
+def iter_pairs(preds: torch.Tensor, target: torch.Tensor) -> Iterator[MapPair]:
+    """Yield :class:`MapPair` objects for a batch (shapes as in :func:`as_batch`)."""
     p = as_batch(preds, "prediction")
     g = as_batch(target, "ground truth")
     if p.shape[0] != g.shape[0]:
         raise ValueError(f"batch sizes differ: {p.shape[0]} predictions, {g.shape[0]} ground truths")
     check_same_size(p, g)
     for i in range(p.shape[0]):
-        yield Pair(p[i], g[i])
+        yield MapPair(p[i], g[i])

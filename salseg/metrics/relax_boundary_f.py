@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from salseg.metrics.base import PairScore, SumMetric
-from salseg.metrics.protocol import Pair
+from salseg.metrics.protocol import MapPair
 
 
 def boundary(mask: torch.Tensor) -> torch.Tensor:
@@ -71,7 +71,7 @@ class RelaxedBoundaryFMeasure(SumMetric):
         self.rho = rho
         self.beta2 = beta2
 
-    def score_pair(self, pair: Pair) -> PairScore:
+    def score_pair(self, pair: MapPair) -> PairScore:
         r = relax_boundary_f(pair.p > 0.5, pair.gt, self.rho, self.beta2)
         return PairScore(
             {"sum_f": r["f"], "sum_precision": r["precision"], "sum_recall": r["recall"]},

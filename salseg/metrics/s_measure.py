@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from salseg.metrics.base import PairScore, SumMetric
-from salseg.metrics.protocol import Pair
+from salseg.metrics.protocol import MapPair
 
 EPS = 2.220446049250313e-16  # numpy.spacing(1)
 
@@ -48,7 +48,7 @@ def _block_ssim(values: np.ndarray, hist: np.ndarray) -> float:
     return 1.0 if beta == 0 else 0.0
 
 
-def s_measure(pair: Pair, alpha: float = 0.5) -> float:
+def s_measure(pair: MapPair, alpha: float = 0.5) -> float:
     """S-measure of a pair (pysodmetrics' normalisation of the prediction)."""
     h, w = pair.shape
     area = h * w
@@ -79,7 +79,7 @@ class SMeasure(SumMetric):
         super().__init__(**kwargs)
         self.alpha = alpha
 
-    def score_pair(self, pair: Pair) -> PairScore:
+    def score_pair(self, pair: MapPair) -> PairScore:
         value = s_measure(pair, self.alpha)
         return PairScore({"sum_sm": value}, {"sm": value})
 

@@ -23,7 +23,7 @@ import torch
 from scipy import ndimage
 
 from salseg.metrics.base import PairScore, SumMetric
-from salseg.metrics.protocol import Pair
+from salseg.metrics.protocol import MapPair
 
 EPS = 2.220446049250313e-16  # numpy.spacing(1)
 
@@ -113,7 +113,7 @@ def _nearest_gt(gt: np.ndarray, pixels: np.ndarray) -> np.ndarray:
     return found
 
 
-def weighted_fmeasure(pair: Pair, beta2: float = 1.0) -> float:
+def weighted_fmeasure(pair: MapPair, beta2: float = 1.0) -> float:
     """Weighted F-measure of a pair (pysodmetrics' normalisation of the prediction)."""
     gt = pair.gt_np
     n_fg = pair.n_fg
@@ -170,7 +170,7 @@ class WeightedFMeasure(SumMetric):
     SUM_STATES = {"sum_wf": ()}
     higher_is_better = True
 
-    def score_pair(self, pair: Pair) -> PairScore:
+    def score_pair(self, pair: MapPair) -> PairScore:
         value = weighted_fmeasure(pair)
         return PairScore({"sum_wf": value}, {"wf": value})
 

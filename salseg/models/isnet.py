@@ -11,14 +11,18 @@
   side heads; its features ``stage1 .. stage6`` have the same channel/size pyramid as ISNet's.
 
 ``forward`` returns ``(sides, features)``: 6 side **logits** at the input size (side 1 first)
-and the 6 feature maps.  ``salseg.models.to_official`` gives the official probabilities.
+and the 6 feature maps.  The model cards at the end of this module (``ISNET_CARD``,
+``GT_ENCODER_CARD``) say how the rest of salseg preprocesses, reads and exports them.
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from salseg.models.blocks import RSU4, RSU4F, RSU5, RSU6, RSU7, upsample_like
+from salseg.models.card import ModelCard, ModelOutputs, Preprocessing, register_card
 
 
 def _pool() -> nn.MaxPool2d:
@@ -117,3 +121,45 @@ class ISNetGTEncoder(nn.Module):
         features = [hx1, hx2, hx3, hx4, hx5, hx6]
         sides = [upsample_like(getattr(self, f"side{i}")(f), x) for i, f in enumerate(features, 1)]
         return sides, features
+
+
+# -- model cards -----------------------------------------------------------------------------
+def _outputs(raw: tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]]) -> ModelOutputs:
+    sides, features = list(raw[0]), list(raw[1])
+    return ModelOutputs(sides=sides, features=features, prediction=sides[0])
+
+
+def _to_official(raw: tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]]
+                 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """The official ``forward``: ``([6 probabilities], [6 features])``."""
+    sides, feats = raw
+    return [torch.sigmoid(t) for t in sides], list(feats)
+
+
+_SIDES = tuple(f"side{i}" for i in range(1, 7))
+_FEATURES = tuple(f"feat{i}" for i in range(1, 7))
+_ENCODER = ("conv_in", *(f"stage{i}." for i in range(1, 7)))
+
+# Official ``Inference.py`` (OFFICIAL_NOTES §3.4, §3.6): 1024x1024, F.interpolate bilinear then
+# uint8 truncation, /255, mean 0.5, std 1.0 (a grayscale image is replicated: the official DIS
+# loader; equal statistics on every channel, so both gray rules agree), side 1 resized in float
+# then min-max.
+ISNET_PREPROCESSING = Preprocessing(input_size=(1024, 1024), scale="255", mean=(0.5, 0.5, 0.5),
+                                    std=(1.0, 1.0, 1.0), gray="per_channel",
+                                    resize="torch_trunc", restore="float")
+# The GT encoder takes the mask itself in [0, 1]: no normalisation.
+GT_ENCODER_PREPROCESSING = Preprocessing(input_size=(1024, 1024), scale="255", mean=(0.0,),
+                                         std=(1.0,), gray="per_channel", resize="torch_trunc",
+                                         restore="float", in_channels=1)
+
+GT_ENCODER_CARD = register_card(ModelCard(
+    name="isnet_gt_encoder", build=ISNetGTEncoder, preprocessing=GT_ENCODER_PREPROCESSING,
+    outputs=_outputs, to_official=_to_official, side_names=_SIDES, feature_names=_FEATURES,
+    aliases=("gt_encoder",), encoder_prefixes=_ENCODER, task="salseg.tasks.GTEncoderTask",
+    default_aug="isnet_paper", takes_masks=True, official_manifest="isnet_gt_encoder"))
+ISNET_CARD = register_card(ModelCard(
+    name="isnet", build=ISNet, preprocessing=ISNET_PREPROCESSING, outputs=_outputs,
+    to_official=_to_official, side_names=_SIDES, feature_names=_FEATURES,
+    aliases=("isnetdis", "isnet_dis", "isnet-general-use"), encoder_prefixes=_ENCODER,
+    rembg_session="dis_custom", task="salseg.tasks.ISNetTask", default_aug="isnet_paper",
+    gt_encoder="isnet_gt_encoder", official_manifest="isnetdis"))

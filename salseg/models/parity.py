@@ -1,8 +1,9 @@
 """Hooks for the outside parity check (``python ../shared/reference/check_parity.py --project``).
 
 ``build(name)`` returns a fresh model for a fixture name (``u2net``, ``u2netp``, ``isnetdis``,
-``isnet_gt_encoder``) and ``outputs(name, raw)`` turns its forward output into the flat official
-structure (7 probability maps, or 6 side probabilities followed by 6 features).
+``isnet_gt_encoder``: a card's ``official_manifest`` or one of its names) and ``outputs(name,
+raw)`` turns its forward output into the flat official structure (7 probability maps, or 6 side
+probabilities followed by 6 features).
 """
 from __future__ import annotations
 
@@ -12,12 +13,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from salseg.models.registry import create_model, official_flat
+from salseg.models.card import ModelCard, cards, get_card
+
+
+def card_for_manifest(name: str) -> ModelCard:
+    """The card whose official parity fixture is ``name`` (else the card named ``name``)."""
+    for card in cards():
+        if card.official_manifest == name:
+            return card
+    return get_card(name)
 
 
 def build(name: str) -> nn.Module:
-    return create_model(name)
+    return card_for_manifest(name).build()
 
 
 def outputs(name: str, raw: Any) -> Sequence[torch.Tensor]:
-    return official_flat(name, raw)
+    return card_for_manifest(name).official_flat(raw)

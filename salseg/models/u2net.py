@@ -7,7 +7,8 @@ six side *logits* (``outconv``).  State-dict keys, shapes and order equal the of
 
 Unlike the official code, ``forward`` returns **logits** (no sigmoid), so that training can use
 BCE-with-logits and mixed precision safely: a list of 7 maps at the input size, fused map first,
-then side 1 .. side 6.  ``salseg.models.to_official`` turns them into the official probabilities.
+then side 1 .. side 6.  The model cards at the end of this module (``U2NET_CARD``,
+``U2NETP_CARD``) say how the rest of salseg preprocesses, reads and exports them.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from salseg.models.blocks import RSU4, RSU4F, RSU5, RSU6, RSU7, upsample_like
+from salseg.models.card import ModelCard, ModelOutputs, Preprocessing, register_card
 
 _RSU_BY_HEIGHT = {7: RSU7, 6: RSU6, 5: RSU5, 4: RSU4, 0: RSU4F}  # 0 = the dilated RSU-4F
 
@@ -90,3 +92,31 @@ class U2NetP(U2NetBase):
 
     def __init__(self, in_ch: int = 3, out_ch: int = 1) -> None:
         super().__init__(U2NETP_ENCODER, U2NETP_DECODER, in_ch, out_ch)
+
+
+# -- model cards -----------------------------------------------------------------------------
+def _outputs(raw: Sequence[torch.Tensor]) -> ModelOutputs:
+    sides = list(raw)
+    return ModelOutputs(sides=sides, features=[], prediction=sides[0])
+
+
+def _to_official(raw: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The official ``forward``: 7 probability maps, fused first."""
+    return [torch.sigmoid(t) for t in raw]
+
+
+# Official ``u2net_test.py`` (OFFICIAL_NOTES §2.2-2.3): 320x320, scikit-image resize without
+# anti-aliasing, image / its maximum, ImageNet statistics (R statistics on every channel of a
+# grayscale image), min-max of the fused map, 8-bit truncation, PIL bilinear back to size.
+U2NET_PREPROCESSING = Preprocessing(input_size=(320, 320), scale="max", gray="official",
+                                    resize="skimage", restore="pil_uint8")
+_U2NET_COMMON = dict(
+    preprocessing=U2NET_PREPROCESSING, outputs=_outputs, to_official=_to_official,
+    side_names=("fused", *(f"side{i}" for i in range(1, 7))),
+    encoder_prefixes=tuple(f"stage{i}." for i in range(1, 7)),
+    rembg_session="u2net_custom", task="salseg.tasks.U2NetTask", default_aug="u2net_paper",
+)
+U2NET_CARD = register_card(ModelCard(name="u2net", build=U2Net, official_manifest="u2net",
+                                     **_U2NET_COMMON))
+U2NETP_CARD = register_card(ModelCard(name="u2netp", build=U2NetP, aliases=("u2net_lite",),
+                                      official_manifest="u2netp", **_U2NET_COMMON))

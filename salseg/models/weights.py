@@ -7,7 +7,9 @@ Accepted files:
   possibly with ``module.`` (DataParallel) or ``_orig_mod.`` (torch.compile) key prefixes;
 * Lightning ``.ckpt`` files of this project (the model lives under ``model.`` in the task);
 * ``.safetensors`` files;
-* ``.onnx`` files, when the export module provides an importer (``salseg.export.onnx``).
+* ``.onnx`` files (:mod:`salseg.models.onnx_import`);
+* model-zoo names (``u2netp``, ``isnet-general-use``, ... see :mod:`salseg.zoo`): downloaded,
+  verified and converted on first use; a path that exists wins over a name.
 
 Pickles are read with ``torch.load(weights_only=True)``: no code from an untrusted file runs.
 Old checkpoints without ``num_batches_tracked`` load because ``nn.BatchNorm2d`` itself fills the
@@ -18,7 +20,6 @@ matches another architecture, the sentence "this looks like a <name> checkpoint;
 from __future__ import annotations
 
 import functools
-import os
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,16 +27,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from salseg.atomic import mkstemp
-from salseg.models.registry import MODELS, canonical_name, create_model
+from salseg.models.errors import WeightsError
+from salseg.models.registry import canonical_name, create_model, model_names
 
 PREFIXES = ("module.", "_orig_mod.")
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "params")
 TASK_PREFIX = "model."  # where the LightningModules of salseg.tasks keep the network
-
-
-class WeightsError(RuntimeError):
-    """A checkpoint could not be read or does not fit the model."""
 
 
 def _strip(key: str) -> str:
@@ -59,15 +56,33 @@ def _unwrap(obj: object, path: Path) -> Mapping[str, torch.Tensor]:
                        + (f", keys {sorted(obj)[:8]}" if isinstance(obj, Mapping) else "") + ")")
 
 
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A local file for ``path``: the path itself, or the model-zoo file a catalogue name names.
+
+    Zoo failures (download, checksum, offline miss) become :class:`WeightsError`.
+    """
+    from salseg.zoo.resolve import resolve_weights, zoo_entry_for
+
+    if zoo_entry_for(path) is None:
+        return Path(path)
+    from salseg.zoo.cache import ZooError
+
+    try:
+        return resolve_weights(path).path
+    except ZooError as exc:
+        raise WeightsError(str(exc)) from exc
+
+
 def read_state_dict(path: str | Path, prefix: str | None = None) -> OrderedDict[str, torch.Tensor]:
     """Read the network's state dict from any supported file, with wrapper prefixes removed.
 
     ``prefix`` selects a sub-module of a Lightning checkpoint (default ``"model."``); for other
     files, keys are only stripped of ``module.`` / ``_orig_mod.``.
     """
-    path = Path(path)
+    path = resolve_checkpoint(path)
     if not path.is_file():
-        raise WeightsError(f"{path}: checkpoint file not found")
+        raise WeightsError(f"{path}: checkpoint file not found (nor a model-zoo name; see "
+                           "salseg-models list)")
     if path.stat().st_size == 0:
         raise WeightsError(f"{path}: checkpoint file is empty (0 bytes)")
     suffix = path.suffix.lower()
@@ -79,10 +94,8 @@ def read_state_dict(path: str | Path, prefix: str | None = None) -> OrderedDict[
         except Exception as exc:  # noqa: BLE001 - re-raised with the file name
             raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
     elif suffix == ".onnx":
-        try:
-            from salseg.export.onnx import onnx_to_state_dict
-        except ImportError as exc:
-            raise WeightsError(f"{path}: ONNX import is not available ({exc})") from exc
+        from salseg.models.onnx_import import onnx_to_state_dict
+
         raw = onnx_to_state_dict(path)
     else:
         try:
@@ -113,7 +126,7 @@ def _signature(name: str) -> dict[str, tuple[int, ...]]:
 def guess_architecture(state_dict: Mapping[str, torch.Tensor]) -> str | None:
     """The registry name whose state-dict keys and shapes match ``state_dict``, if any."""
     keys = {k: tuple(v.shape) for k, v in state_dict.items() if not k.endswith("num_batches_tracked")}
-    for name in MODELS:
+    for name in model_names():
         sig = {k: s for k, s in _signature(name).items() if not k.endswith("num_batches_tracked")}
         if sig == keys:
             return name
@@ -162,22 +175,17 @@ def load_model(name: str, path: str | Path | None = None, **kwargs) -> nn.Module
 
 def save_state_dict(model: nn.Module, path: str | Path) -> Path:
     """Save ``model``'s state dict atomically (``.safetensors`` or a torch pickle by suffix)."""
+    from salseg.atomic import atomic_output
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = mkstemp(path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    sd = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    with atomic_output(path, overwrite=True) as tmp:
         if path.suffix.lower() == ".safetensors":
             from safetensors.torch import save_file
 
-            save_file(sd, tmp)
+            save_file(sd, str(tmp))
         else:
             torch.save(sd, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -186,7 +194,14 @@ def checkpoint_meta(path: str | Path) -> dict:
 
     Empty for other files.  Training stores the architecture name and the resolution it was
     trained/validated at, so evaluation and prediction default to the same preprocessing.
+    For a model-zoo name: the catalogue's architecture, ``out_ch``, ``prediction``, ``classes``,
+    ``preprocessing`` overrides and ``zoo`` (the entry name); nothing is downloaded.
     """
+    from salseg.zoo.resolve import zoo_entry_for, zoo_meta
+
+    entry = zoo_entry_for(path)
+    if entry is not None:
+        return zoo_meta(entry)
     path = Path(path)
     if path.suffix.lower() != ".ckpt" or not path.is_file():
         return {}

@@ -28,7 +28,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from salseg.data.errors import DataError
-from salseg.data.io import image_size, read_image
+from salseg.data.io import image_size, load_image, read_image
 from salseg.predict.compose import background_like, composite, cutout, decontaminate, preview
 from salseg.predict.inputs import (
     InputItem,
@@ -107,8 +107,9 @@ class PredictDataset(Dataset):
                     raise DataError(f"image is {w}x{h} = {h * w / 1e6:.1f} MP, above the limit of "
                                     f"{self.max_pixels / 1e6:.1f} MP (raise it with --max-pixels)",
                                     path)
-            image = read_image(path)
-            x = self.preprocessor(image)
+            loaded = load_image(path)
+            image = loaded.array
+            x = self.preprocessor(image, loaded.gray)
         except DataError as exc:
             return {"index": index, "error": exc.problem}
         except MemoryError:

@@ -1,7 +1,8 @@
 """Turn the image types accepted by the Python API into uint8 RGB ``(H, W, 3)`` arrays.
 
 Files are decoded by :func:`salseg.data.io.read_image` (EXIF orientation, every mode, clear
-errors).  In-memory inputs follow the same rules:
+errors); PIL images go through the same conversion (:func:`salseg.data.io.pil_to_rgb`).
+In-memory inputs follow the same rules:
 
 * ``PIL.Image``: EXIF orientation applied, alpha dropped, grayscale replicated, 16-bit
   single-channel scaled with ``round(v / 257)``, other modes converted by Pillow;
@@ -23,19 +24,11 @@ ImageInput = Any  # str | Path | PIL.Image.Image | np.ndarray | torch.Tensor
 
 
 def _from_pil(img: Image.Image) -> np.ndarray:
+    """EXIF orientation, then the same conversion as files (:func:`salseg.data.io.pil_to_rgb`)."""
+    from salseg.data.io import pil_to_rgb
+
     img = ImageOps.exif_transpose(img) or img
-    if img.mode.startswith("I;16") or img.mode in ("I", "F"):
-        arr = np.asarray(img).astype(np.float64)
-        if img.mode.startswith("I;16") or arr.max(initial=0) > 255:
-            arr = arr / 257.0
-        elif img.mode == "F" and arr.max(initial=0) <= 1.0:
-            arr = arr * 255.0
-        g = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-        return np.repeat(g[..., None], 3, axis=2)
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        img = img.convert("RGBA")
-        return np.ascontiguousarray(np.asarray(img)[..., :3])
-    return np.asarray(img.convert("RGB"))
+    return pil_to_rgb(img)[0]
 
 
 def _from_array(arr: np.ndarray) -> np.ndarray:
@@ -63,6 +56,32 @@ def _from_array(arr: np.ndarray) -> np.ndarray:
     if out.shape[2] == 1:
         out = np.repeat(out, 3, axis=2)
     return np.ascontiguousarray(out)
+
+
+def is_gray(image: ImageInput) -> bool:
+    """Whether an in-memory image holds one colour channel (PIL gray modes, ``(H, W)`` /
+    ``(H, W, 1)`` arrays, ``(1, H, W)`` / ``(H, W)`` tensors)."""
+    from salseg.data.io import is_gray_mode
+
+    if isinstance(image, Image.Image):
+        return is_gray_mode(image.mode)
+    if isinstance(image, np.ndarray):
+        return image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1)
+    if isinstance(image, torch.Tensor):
+        t = image[0] if image.ndim == 4 and image.shape[0] == 1 else image
+        return t.ndim == 2 or (t.ndim == 3 and t.shape[0] == 1)
+    return False
+
+
+def decode_image(image: ImageInput) -> tuple[np.ndarray, bool]:
+    """``(uint8 RGB (H, W, 3), gray)``: the image and whether it was decoded from one channel
+    (its normalisation follows the model's grayscale rule)."""
+    if isinstance(image, (str, Path)):
+        from salseg.data.io import load_image
+
+        loaded = load_image(image)
+        return loaded.array, loaded.gray
+    return to_rgb_uint8(image), is_gray(image)
 
 
 def to_rgb_uint8(image: ImageInput) -> np.ndarray:

@@ -17,8 +17,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif",
-                            ".ppm", ".pgm", ".pbm", ".jfif", ".jpe"})
+from salseg.data.io import IMAGE_EXTENSIONS
+
+IMAGE_SUFFIXES = frozenset(IMAGE_EXTENSIONS)
 LIST_SUFFIXES = frozenset({".txt", ".lst"})
 OUTPUT_KINDS = ("mask", "cutout", "composite", "preview")
 

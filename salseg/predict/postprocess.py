@@ -1,11 +1,12 @@
 """From the model's probability map to the final alpha mask at the original image size.
 
-Restoring the original size follows the official inference scripts:
+Restoring the original size follows the official inference scripts, chosen by the
+preprocessing's ``restore`` field (:class:`salseg.models.card.Preprocessing`):
 
-* **U2-Net** (``u2net_test.py``, OFFICIAL_NOTES §2.3): min-max normalisation of the fused map at
+* ``"pil_uint8"``, **U2-Net** (``u2net_test.py``, OFFICIAL_NOTES §2.3): min-max normalisation of the fused map at
   the model resolution, ``*255`` truncated to 8 bits, then ``PIL`` bilinear resize to the
   original size.
-* **IS-Net** (``Inference.py``, OFFICIAL_NOTES §3.6): side 1 resized to the original size with
+* ``"float"``, **IS-Net** (``Inference.py``, OFFICIAL_NOTES §3.6): side 1 resized to the original size with
   ``F.interpolate`` (bilinear, ``align_corners=False``), then min-max normalisation.
 
 ``normalization="sigmoid"`` skips the min-max step and keeps the raw probabilities (a constant
@@ -33,9 +34,7 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
 
-from salseg.models.registry import is_u2net
-
-NORMALIZATIONS = ("minmax", "sigmoid")
+from salseg.models.card import NORMALIZATIONS, RESTORES, Preprocessing, get_card
 
 
 def minmax(x: torch.Tensor) -> torch.Tensor:
@@ -47,17 +46,27 @@ def minmax(x: torch.Tensor) -> torch.Tensor:
     return (x - lo) / span
 
 
-def restore_alpha(prob: torch.Tensor, original_size: tuple[int, int], model: str,
-                  normalization: str = "minmax") -> np.ndarray:
+def restore_mode(how: str | Preprocessing) -> str:
+    """The restore mode of a :class:`Preprocessing`, a restore mode name or a model name."""
+    if isinstance(how, Preprocessing):
+        return how.restore
+    if how in RESTORES:
+        return how
+    return get_card(how).preprocessing.restore
+
+
+def restore_alpha(prob: torch.Tensor, original_size: tuple[int, int],
+                  model: str | Preprocessing, normalization: str = "minmax") -> np.ndarray:
     """Probability ``(h, w)`` at model resolution -> float32 alpha ``(H, W)`` at ``original_size``.
 
+    ``model``: a :class:`Preprocessing`, its ``restore`` mode, or a model name (its card's).
     Runs on ``prob``'s device; the result is a NumPy array on the CPU.
     """
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
     prob = prob.float().reshape(prob.shape[-2:])
     height, width = original_size
-    if is_u2net(model):
+    if restore_mode(model) == "pil_uint8":
         if normalization == "minmax":
             prob = minmax(prob)
         q = torch.floor(prob.clamp(0, 1) * 255).to(torch.uint8).cpu().numpy()

@@ -7,20 +7,26 @@
 
 Weights: a project ``.ckpt``, an official ``.pth``, a ``.safetensors`` file, an ``.onnx`` file
 (imported into PyTorch, or run by onnxruntime with ``backend="onnx"``), a state dict, an
-``nn.Module`` or ``None`` (random weights, for tests).  Without ``model`` the architecture is
-guessed from the weights.  Pre- and post-processing follow the official inference scripts
+``nn.Module``, ``None`` (random weights, for tests) or a model-zoo name (``"u2netp"``,
+``"isnet-general-use"``; see docs/zoo.md), whose architecture, output channels and preprocessing
+come from the catalogue.  Without ``model`` the architecture is guessed from the weights.
+Class-map checkpoints (``u2net_cloth_seg``): :meth:`Predictor.predict_classes` returns the
+argmax class map; ``predict``/``finish`` encode class ``c`` as the alpha ``(c + 0.5) / 255`` so
+that the saved 8-bit mask holds the class indices.  Pre- and post-processing follow the official inference scripts
 (see :mod:`salseg.predict.preprocess` and :mod:`salseg.predict.postprocess`).
 """
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from salseg.models.card import Preprocessing, get_card
 from salseg.models.registry import canonical_name, create_model
 from salseg.models.weights import (
     WeightsError,
@@ -39,7 +45,7 @@ from salseg.predict.backends import (
 )
 from salseg.predict.compose import cutout as make_cutout
 from salseg.predict.compose import decontaminate as estimate_foreground
-from salseg.predict.images import ImageInput, to_rgb_uint8
+from salseg.predict.images import ImageInput, decode_image
 from salseg.predict.postprocess import RefineOptions, refine, restore_alpha, to_uint8
 from salseg.predict.preprocess import Preprocessor
 
@@ -48,13 +54,31 @@ log = logging.getLogger(__name__)
 
 def onnx_model_name(path: str | Path) -> str | None:
     """The architecture recorded by ``salseg-export`` in an ONNX file's metadata, if any."""
-    from salseg.export.onnx_import import load_onnx
+    from salseg.export.onnx import read_metadata
 
-    proto = load_onnx(path, load_external_data=False)  # WeightsError naming a bad file
-    for prop in proto.metadata_props:
-        if prop.key == "salseg.model":
-            return canonical_name(prop.value)
-    return None
+    return read_metadata(path)[0]
+
+
+def weights_preprocessing(weights: object, name: str) -> Preprocessing:
+    """The preprocessing ``weights`` were trained with: the card's, with what the file records.
+
+    A project ``.ckpt`` records its training input size; an ``.onnx`` file from ``salseg-export``
+    records its whole :class:`Preprocessing`.  Anything else gets the card's defaults.
+    """
+    card = get_card(name)
+    if isinstance(weights, (str, Path)):
+        path = Path(weights)
+        if path.suffix.lower() == ".onnx" and path.is_file():
+            from salseg.export.onnx import read_metadata
+
+            recorded_name, pre = read_metadata(path)
+            if pre is not None and recorded_name == card.name:
+                return pre
+            return card.preprocessing
+        meta = checkpoint_meta(path)
+        if meta.get("input_size"):
+            return replace(card.preprocessing, input_size=tuple(meta["input_size"]))
+    return card.preprocessing
 
 
 def _name_from(state_dict: Mapping[str, torch.Tensor], model: str | None, source: object) -> str:
@@ -86,15 +110,37 @@ def build_model(weights: str | Path | Mapping | nn.Module | None, model: str | N
         net = create_model(name)
         net.load_state_dict(dict(weights), strict=True)
         return net, name
+    meta = checkpoint_meta(weights)
+    model = model or meta.get("name")
+    kwargs = {"out_ch": int(meta["out_ch"])} if meta.get("out_ch", 1) != 1 else {}
     path = Path(weights)
     state_dict = read_state_dict(path)
     name = _name_from(state_dict, model, path)
-    net = create_model(name)
+    net = create_model(name, **kwargs)
     try:
         net.load_state_dict(state_dict, strict=True)
     except RuntimeError:
         load_weights(net, path, name=name)  # raises WeightsError with a readable summary
     return net, name
+
+
+def _zoo_onnx(weights: object) -> object:
+    """For ``backend="onnx"``: a model-zoo name -> its downloaded ``.onnx`` source (if it has
+    one; the file is run as published, no conversion)."""
+    from salseg.zoo.resolve import zoo_entry_for
+
+    entry = zoo_entry_for(weights)
+    if entry is None:
+        return weights
+    onnx_only = replace(entry, sources=tuple(s for s in entry.sources if s.format == "onnx"))
+    if not onnx_only.sources:
+        raise ValueError(f"{entry.name}: no ONNX source in the catalogue (use backend='torch')")
+    from salseg.zoo.cache import ZooError, fetch
+
+    try:
+        return fetch(onnx_only)[0]
+    except ZooError as exc:
+        raise WeightsError(str(exc)) from exc
 
 
 class Predictor:
@@ -118,13 +164,19 @@ class Predictor:
         self.normalization = normalization
         self.refine_options = refine_options or RefineOptions()
         if backend == "onnx" and not (auto and not is_onnx_file):
+            from salseg.zoo.resolve import zoo_entry_for
+
+            meta = checkpoint_meta(weights) if zoo_entry_for(weights) is not None else {}
+            if meta.get("prediction") == "argmax":
+                raise ValueError(f"{weights}: class-map models run with backend='torch' only")
+            weights = _zoo_onnx(weights)
             if not isinstance(weights, (str, Path)) or Path(weights).suffix.lower() != ".onnx":
                 raise ValueError("backend='onnx' needs weights given as a path to an .onnx file")
             path = Path(weights)
             if not path.is_file():
                 raise WeightsError(f"{path}: ONNX file not found")
             recorded = onnx_model_name(path)  # also refuses an empty or corrupt file by name
-            name = canonical_name(model) if model else recorded
+            name = canonical_name(model) if model else (meta.get("name") or recorded)
             if name is None:
                 from salseg.export.onnx import onnx_to_state_dict
 
@@ -135,15 +187,21 @@ class Predictor:
         else:
             meta = checkpoint_meta(weights) if isinstance(weights, (str, Path)) else {}
             model = model or meta.get("name")
-            if input_size is None and meta.get("input_size"):
-                input_size = meta["input_size"]  # the resolution the checkpoint was trained at
             net, name = build_model(weights, model)
             if backend == "onnx":  # auto on the CPU with non-ONNX weights: export, then run
                 self.runner = exported_onnx_runner(net, name, self.device, onnx_threads)
             else:
                 self.runner = TorchRunner(net, name, self.device, precision, channels_last)
         self.name = name
-        self.preprocessor = Preprocessor(name, input_size, resize)
+        self.meta = meta
+        self.classes: list[str] = list(self.meta.get("classes") or [])
+        self.card = get_card(name)
+        if not self.card.can_predict:
+            raise ValueError(f"{name} takes masks, not images: it cannot predict")
+        # the preprocessing the weights were trained with (checkpoint / ONNX metadata / zoo)
+        self.preprocessor = Preprocessor(weights_preprocessing(weights, name), input_size, resize,
+                                         overrides=self.meta.get("preprocessing"))
+        self.preprocessing = replace(self.preprocessor.preprocessing, normalization=normalization)
 
     @property
     def model(self) -> nn.Module | None:
@@ -151,27 +209,58 @@ class Predictor:
         return getattr(self.runner, "model", None)
 
     # -- the steps, also used by the batch loop of salseg-predict ---------------------------
-    def prepare(self, image: np.ndarray) -> torch.Tensor:
-        """Normalised model input ``(3, h, w)`` for a uint8 RGB image."""
-        return self.preprocessor(image)
+    def prepare(self, image: np.ndarray, gray: bool = False) -> torch.Tensor:
+        """Normalised model input ``(3, h, w)`` for a uint8 RGB image (``gray``: decoded from
+        one channel, normalised by the preprocessing's grayscale rule)."""
+        return self.preprocessor(image, gray)
 
     def infer(self, batch: torch.Tensor) -> torch.Tensor:
         """Probabilities ``(B, 1, h, w)`` for a normalised batch."""
         return self.runner(batch)
 
+    @property
+    def is_classifier(self) -> bool:
+        """Whether the prediction is an argmax class map (e.g. ``u2net_cloth_seg``)."""
+        return self.meta.get("prediction") == "argmax"
+
+    def class_map(self, prob: torch.Tensor, original_size: tuple[int, int]) -> np.ndarray:
+        """Per-class scores ``(C, h, w)`` -> uint8 class map ``(H, W)``: bilinear up-sampling of
+        the scores to the original size, then argmax over the classes."""
+        prob = prob.float().reshape(-1, *prob.shape[-2:])
+        if tuple(prob.shape[-2:]) != tuple(original_size):
+            prob = torch.nn.functional.interpolate(prob[None], size=tuple(original_size),
+                                                   mode="bilinear", align_corners=False)[0]
+        return prob.argmax(dim=0).to(torch.uint8).cpu().numpy()
+
     def finish(self, prob: torch.Tensor, original_size: tuple[int, int]) -> np.ndarray:
-        """Probability at model resolution -> refined float32 alpha at the original size."""
-        alpha = restore_alpha(prob, original_size, self.name, self.normalization)
+        """Probability at model resolution -> refined float32 alpha at the original size.
+
+        Class-map models return ``(class + 0.5) / 255`` (the 8-bit mask holds the class).
+        """
+        if self.is_classifier:
+            labels = self.class_map(prob, original_size)
+            return (labels.astype(np.float32) + np.float32(0.5)) / np.float32(255)
+        alpha = restore_alpha(prob, original_size, self.preprocessing, self.normalization)
         return refine(alpha, self.refine_options)
+
+    def predict_classes(self, image: ImageInput) -> np.ndarray:
+        """The uint8 class map ``(H, W)`` of a class-map model (indices into ``classes``)."""
+        if not self.is_classifier:
+            raise ValueError(f"{self.name}: not a class-map model (use predict())")
+        rgb, gray = decode_image(image)
+        prob = self.infer(self.prepare(rgb, gray)[None])[0]
+        return self.class_map(prob, rgb.shape[:2])
 
     # -- convenience API ----------------------------------------------------------------------
     def predict_alpha_batch(self, images: Sequence[ImageInput]) -> list[np.ndarray]:
         """Float32 alphas ``(H, W)`` in [0, 1] for several images (one forward pass)."""
-        arrays = [to_rgb_uint8(im) for im in images]
-        if not arrays:
+        return self._alphas([decode_image(im) for im in images])
+
+    def _alphas(self, decoded: Sequence[tuple[np.ndarray, bool]]) -> list[np.ndarray]:
+        if not decoded:
             return []
-        probs = self.infer(torch.stack([self.prepare(a) for a in arrays]))
-        return [self.finish(p, a.shape[:2]) for p, a in zip(probs, arrays)]
+        probs = self.infer(torch.stack([self.prepare(a, g) for a, g in decoded]))
+        return [self.finish(p, a.shape[:2]) for p, (a, _) in zip(probs, decoded)]
 
     def predict_alpha(self, image: ImageInput) -> np.ndarray:
         """Float32 alpha ``(H, W)`` in [0, 1] at the image's size."""
@@ -187,7 +276,7 @@ class Predictor:
 
     def cutout(self, image: ImageInput, decontaminate: bool = False) -> np.ndarray:
         """RGBA uint8 ``(H, W, 4)`` cut-out of the salient object."""
-        rgb = to_rgb_uint8(image)
-        alpha = self.predict_alpha(rgb)
+        rgb, gray = decode_image(image)
+        alpha = self._alphas([(rgb, gray)])[0]
         fg = estimate_foreground(rgb, alpha) if decontaminate else None
         return make_cutout(rgb, alpha, fg)

@@ -6,6 +6,13 @@ Hydra ``_partial_`` objects, validation metrics from ``salseg.metrics`` computed
 ground truth's original resolution, and TensorBoard logging of every loss term and of image grids
 (input / GT / prediction).  Subclasses define ``compute_loss``.
 
+``freeze_bn`` keeps every BatchNorm of the network in eval mode during training (running
+statistics used, not updated; affine parameters still train).  ``"auto"`` (default) does so when
+the initial weights have folded (identity) BatchNorm statistics, as imported from ONNX graphs
+such as rembg's files or model-zoo ONNX sources, where train-mode BatchNorm would destroy the
+pretrained function; ``true`` always (small-batch fine-tuning); ``false`` never, and refuses
+folded initial weights.
+
 Per-step overhead (docs/performance.md): ``activation_checkpointing`` recomputes the RSU
 blocks' activations in the backward pass (:mod:`salseg.models.checkpointing`);
 ``fused_optimizer`` (default: on CUDA) builds Adam/AdamW with ``fused=True``;
@@ -15,6 +22,7 @@ makes Lightning convert it to a Python number — a host sync — at every step.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,13 +31,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from salseg.models import canonical_name, create_model, get_spec, prediction_logits
+from salseg.models.batchnorm import freeze_batchnorm, has_folded_batchnorm
+from salseg.models.card import get_card
 from salseg.models.checkpointing import enable_activation_checkpointing
 from salseg.models.weights import load_weights
 from salseg.tasks.validation import build_val_metrics
 from salseg.tasks.visualize import prediction_grid
 
-ENCODER_PREFIXES = ("conv_in", "stage1.", "stage2.", "stage3.", "stage4.", "stage5.", "stage6.")
+log = logging.getLogger(__name__)
 
 
 class SegmentationTask(L.LightningModule):
@@ -53,16 +62,19 @@ class SegmentationTask(L.LightningModule):
         activation_checkpointing: bool = False,
         fused_optimizer: bool | None = None,
         progress_bar_loss: bool | None = None,
+        freeze_bn: bool | str = "auto",
     ) -> None:
         super().__init__()
         # ``name`` and ``input_size`` (the training/eval resolution) travel in the checkpoint, so
         # that eval and predict use the same preprocessing as training.
         self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        self.name = canonical_name(name)
-        self.spec = get_spec(self.name)
-        self.model = create_model(self.name, **(net_kwargs or {}))
+        self.card = get_card(name)
+        self.name = self.card.name
+        self.spec = self.card.preprocessing
+        self.model = self.card.build(**(net_kwargs or {}))
         if init_weights:
             load_weights(self.model, init_weights, name=self.name)
+        self.freeze_bn = self._decide_freeze_bn(freeze_bn, init_weights)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.channels_last = channels_last
@@ -75,6 +87,29 @@ class SegmentationTask(L.LightningModule):
         self.val_metrics = build_val_metrics(val_convention)
 
     # ------------------------------------------------------------------ model
+    def _decide_freeze_bn(self, freeze_bn: bool | str, init_weights: str | None) -> bool:
+        if isinstance(freeze_bn, str) and freeze_bn.lower() not in ("auto", "true", "false"):
+            raise ValueError(f"model.freeze_bn must be auto, true or false, got {freeze_bn!r}")
+        mode = freeze_bn.lower() if isinstance(freeze_bn, str) else str(bool(freeze_bn)).lower()
+        folded = bool(init_weights) and has_folded_batchnorm(self.model.state_dict())
+        if mode == "false" and folded:
+            raise ValueError(
+                f"{init_weights}: the BatchNorm statistics of these weights are folded into the "
+                "convolutions (identity BatchNorms, e.g. imported from ONNX); training BatchNorm "
+                "on batch statistics would destroy the pretrained function. Use "
+                "model.freeze_bn=auto (or true), or initialise from the original .pth")
+        if mode == "auto" and folded:
+            log.info("%s: folded BatchNorm statistics detected; BatchNorm stays in eval mode "
+                     "during training (model.freeze_bn=auto)", init_weights)
+        return mode == "true" or folded
+
+    def train(self, mode: bool = True) -> SegmentationTask:
+        """``nn.Module.train`` that keeps BatchNorm frozen when ``freeze_bn`` is on."""
+        super().train(mode)
+        if mode and getattr(self, "freeze_bn", False):
+            freeze_batchnorm(self.model)
+        return self
+
     def forward(self, x: torch.Tensor) -> Any:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -103,13 +138,13 @@ class SegmentationTask(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         frozen = self.current_epoch < self.hparams.freeze_encoder_epochs
         for key, param in self.model.named_parameters():
-            if key.startswith(ENCODER_PREFIXES):
+            if key.startswith(self.card.encoder_prefixes):
                 param.requires_grad_(not frozen)
 
     # ------------------------------------------------------------- validation
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         outputs = self(self.model_input(batch))
-        prob = torch.sigmoid(prediction_logits(self.name, outputs).float())
+        prob = torch.sigmoid(self.card.outputs(outputs).prediction.float())
         gts: Sequence[torch.Tensor] = batch.get("gt") or list(batch["mask"])
         for p, gt in zip(prob, gts):
             gt = gt.to(p.device).float()
@@ -160,7 +195,7 @@ class SegmentationTask(L.LightningModule):
         if experiment is None or not hasattr(experiment, "add_image") or self.global_rank != 0:
             return
         with torch.no_grad():
-            prob = torch.sigmoid(prediction_logits(self.name, outputs).detach().float())
+            prob = torch.sigmoid(self.card.outputs(outputs).prediction.detach().float())
             grid = prediction_grid(self.model_input(batch).detach(), batch["mask"].detach(), prob,
                                    self.spec, self.hparams.num_log_images)
         experiment.add_image(tag, grid, self.global_step)

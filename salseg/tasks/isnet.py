@@ -21,7 +21,7 @@ import torch
 
 from salseg.callbacks import ThresholdStopping
 from salseg.losses import DeepSupervisionBCE, FeatureSyncLoss
-from salseg.models import create_model, features, side_logits
+from salseg.models.card import get_card
 from salseg.models.weights import load_weights
 from salseg.tasks.base import SegmentationTask, frozen
 
@@ -49,7 +49,7 @@ class GTEncoderTask(SegmentationTask):
         return batch["mask"]
 
     def compute_loss(self, batch: dict, outputs: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        total, terms = self.criterion(side_logits(self.name, outputs), batch["mask"])
+        total, terms = self.criterion(self.card.outputs(outputs).sides, batch["mask"])
         return total, dict(zip(SIDE_TERMS, terms))
 
 
@@ -73,8 +73,12 @@ class ISNetTask(SegmentationTask):
                     "feature synchronisation needs a trained GT encoder: set "
                     "model.gt_encoder_ckpt=PATH (phase 1 checkpoint), let `python train.py "
                     "model=isnet` run phase 1 first, or use model.feature_sync=false")
-            self.gt_encoder = frozen(create_model("isnet_gt_encoder"))
-            load_weights(self.gt_encoder, gt_encoder_ckpt, name="isnet_gt_encoder")
+            if self.card.gt_encoder is None:
+                raise ValueError(f"{self.name} names no GT encoder on its model card: use "
+                                 "model.feature_sync=false")
+            encoder = get_card(self.card.gt_encoder)
+            self.gt_encoder = frozen(encoder.build())
+            load_weights(self.gt_encoder, gt_encoder_ckpt, name=encoder.name)
 
     def train(self, mode: bool = True) -> ISNetTask:
         super().train(mode)
@@ -84,13 +88,14 @@ class ISNetTask(SegmentationTask):
 
     def compute_loss(self, batch: dict, outputs: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         target = batch["mask"]
-        bce_total, bce_terms = self.criterion(side_logits(self.name, outputs), target)
+        read = self.card.outputs(outputs)
+        bce_total, bce_terms = self.criterion(read.sides, target)
         terms = dict(zip(SIDE_TERMS, bce_terms))
         if self.sync is None:
             return bce_total, terms
         with torch.no_grad():
             _, gt_features = self.gt_encoder(target.to(next(self.gt_encoder.parameters()).dtype))
-        sync_total, sync_terms = self.sync([f.float() for f in features(self.name, outputs)],
+        sync_total, sync_terms = self.sync([f.float() for f in read.features],
                                            [f.float() for f in gt_features])
         terms.update(zip(SYNC_TERMS, sync_terms))
         terms["loss_bce"], terms["loss_sync"] = bce_total, sync_total

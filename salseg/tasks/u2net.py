@@ -10,7 +10,6 @@ from typing import Any
 import torch
 
 from salseg.losses import DeepSupervisionBCE
-from salseg.models import side_logits
 from salseg.tasks.base import SegmentationTask
 
 TERM_NAMES = ["bce_fused"] + [f"bce_side{i}" for i in range(1, 7)]
@@ -23,5 +22,5 @@ class U2NetTask(SegmentationTask):
         self.criterion = DeepSupervisionBCE(weights=loss_weights)
 
     def compute_loss(self, batch: dict, outputs: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        total, terms = self.criterion(side_logits(self.name, outputs), batch["mask"])
+        total, terms = self.criterion(self.card.outputs(outputs).sides, batch["mask"])
         return total, dict(zip(TERM_NAMES, terms))

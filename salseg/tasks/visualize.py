@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.utils import make_grid
 
-from salseg.models.spec import ModelSpec
+from salseg.models.card import Preprocessing as ModelSpec
 
 
 def denormalize(image: torch.Tensor, spec: ModelSpec) -> torch.Tensor:

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from salseg.models.registry import MODELS, canonical_name, create_model
-from salseg.models.weights import WeightsError
+from salseg.models.errors import WeightsError
+from salseg.models.registry import canonical_name, create_model, model_names
 
 _DATA_INPUT_ONLY = {"Resize", "Upsample", "Reshape", "Expand", "Slice", "Pad", "Tile"}
 _SHAPE_OPS = {"Shape", "Size", "ConstantOfShape"}
@@ -68,9 +68,9 @@ class _Reference:
 
 
 @functools.cache
-def _reference(name: str) -> _Reference:
+def _reference(name: str, out_ch: int = 1) -> _Reference:
     with torch.device("meta"):
-        model = create_model(name).eval()
+        model = create_model(name, **({"out_ch": out_ch} if out_ch != 1 else {})).eval()
     produced_by: dict[int, list[str]] = {}
     consumed: dict[str, int] = {}
     order: list[str] = []
@@ -287,11 +287,12 @@ def onnx_to_state_dict(path: str | Path, name: str | None = None
     head_channels = min(int(c.weight.shape[0]) for c in convs)
     chain = [c for c in convs if c.weight.shape[0] != head_channels]
     heads = [c for c in convs if c.weight.shape[0] == head_channels]
-    candidates = [canonical_name(name)] if name else list(MODELS)
+    candidates = [canonical_name(name)] if name else model_names()
     reasons = {}
     chosen = None
+    out_ch = int(head_channels)  # multi-channel heads, e.g. a 4-class U2-Net (cloth parsing)
     for cand in candidates:
-        ref = _reference(cand)
+        ref = _reference(cand, out_ch)
         why = _match(ref, chain)
         if why is None and len(heads) == len(ref.heads):
             chosen = cand
@@ -301,7 +302,7 @@ def onnx_to_state_dict(path: str | Path, name: str | None = None
         detail = "; ".join(f"{k}: {v}" for k, v in reasons.items())
         raise WeightsError(f"{path}: graph does not match "
                            f"{'model ' + name if name else 'any known architecture'} ({detail})")
-    ref = _reference(chosen)
+    ref = _reference(chosen, out_ch)
 
     # identify the heads by the stage that feeds them
     chain_index = {c.node.output[0]: i for i, c in enumerate(chain)}
