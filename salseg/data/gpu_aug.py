@@ -15,10 +15,10 @@ batch.  It follows the same :class:`~salseg.data.transforms.Recipe` as the CPU p
   ``flip_p`` per sample, then a crop with offsets drawn uniformly from ``0 .. H - h - 1``
   (``crop_offsets: official``) or ``0 .. H - h`` (``uniform``) per sample;
 * masks ``/255`` then ``label / max(label)`` when ``mask_norm: max``; images normalised by
-  the model's :class:`~salseg.models.spec.ModelSpec` (own-max or ``/255``, mean, std), the
-  same arithmetic as :func:`~salseg.data.transforms.normalize_hwc`.  A batch key ``is_gray``
-  (bool per sample), when the loader provides it, selects the grayscale rule of the spec if it
-  has one (``gray_normalize``); otherwise the per-channel statistics are used.
+  the model card's :class:`~salseg.models.card.Preprocessing` (own-max or ``/255``, mean,
+  std), the same arithmetic as :func:`~salseg.data.transforms.normalize_hwc`; the batch key
+  ``is_gray`` (one flag per sample: decoded from a single channel) selects the card's
+  grayscale rule (``Preprocessing.gray``), as on the CPU.
 
 Draws (flip, offsets) come from a ``torch.Generator`` on the CPU seeded with
 ``(seed, rank)``: the same distribution as the CPU recipe, not the same stream.  For a given
