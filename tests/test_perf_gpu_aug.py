@@ -118,3 +118,21 @@ def test_datamodule_gpu_aug_ships_uint8_and_augments_after_transfer(tmp_path):
     assert out["mask"].shape == (4, 1, 56, 56) and 0 <= out["mask"].min() <= out["mask"].max() <= 1
     plain = {"image": torch.zeros(1), "mask": torch.zeros(1)}  # validation batches pass through
     assert dm.on_after_batch_transfer(plain, 0) is plain
+
+
+def test_gray_flag_uses_the_cards_grayscale_rule_like_the_cpu_pipeline():
+    recipe = build_recipe({"name": "u2net_paper", "size": 32, "crop": 28})
+    rng = np.random.default_rng(2)
+    gray = rng.integers(0, 256, (40, 40), dtype=np.uint8)
+    image = np.repeat(gray[..., None], 3, axis=2)
+    mask = (rng.random((40, 40)) * 255).astype(np.uint8)
+    draw = Draw(flip=torch.tensor([False]), top=torch.tensor([1]), left=torch.tensor([2]))
+    got, _ = DeviceAugment(recipe)(torch.from_numpy(image).permute(2, 0, 1)[None],
+                                   torch.from_numpy(mask)[None, None], draw,
+                                   is_gray=torch.tensor([True]))
+    img = resize_image(image, recipe.size, recipe.image_interpolation)[1:29, 2:30]
+    ref = normalize_hwc(np.ascontiguousarray(img), recipe.spec, 255.0, True)
+    assert (got[0] - torch.from_numpy(ref)).abs().max().item() <= TOL
+    plain, _ = DeviceAugment(recipe)(torch.from_numpy(image).permute(2, 0, 1)[None],
+                                     torch.from_numpy(mask)[None, None], draw)
+    assert not torch.allclose(plain[0, 1], got[0, 1])  # G channel: R statistics vs its own
