@@ -184,7 +184,7 @@ def augment_batch(augment: DeviceAugment, batch: dict[str, Any], mask_only: bool
     if not batch.get("raw"):
         return batch
     image, mask = augment(batch["image"], batch["mask"], is_gray=batch.get("is_gray"))
-    out = {k: v for k, v in batch.items() if k not in ("image", "mask", "raw")}
+    out = {k: v for k, v in batch.items() if k not in ("image", "mask", "raw", "is_gray")}
     out["image"] = mask.clone() if mask_only else image
     out["mask"] = mask
     return out
