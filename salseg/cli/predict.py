@@ -164,9 +164,9 @@ def main(argv: list[str] | None = None) -> int:
             input_size=args.input_size, resize=args.resize,
             normalization="sigmoid" if args.raw_sigmoid else "minmax", refine_options=refine,
             channels_last=args.channels_last, onnx_threads=args.onnx_threads)
-        if args.num_processes == 1:
-            kwargs = dict(predictor_kwargs)
-            predictor = Predictor(kwargs.pop("weights"), **kwargs)
+        # built here also with --num-processes: bad weights are refused before any process starts
+        kwargs = dict(predictor_kwargs)
+        predictor = Predictor(kwargs.pop("weights"), **kwargs)
     except (ValueError, RuntimeError, OSError) as exc:  # WeightsError is a RuntimeError
         print(f"error: {exc}", file=sys.stderr)
         return 2
