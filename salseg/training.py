@@ -6,7 +6,15 @@
 * A model whose card names a GT encoder (IS-Net) with feature synchronisation and no
   ``model.gt_encoder_ckpt`` first runs phase 1 (the GT encoder, validated on the training
   masks, stopped by the official maxF > 0.99 rule) into ``<run>/gt_encoder/`` and then phase 2
-  with that checkpoint.
+  with that checkpoint.  ``model=isnet_gt_encoder`` on its own
+  (``model.train_on_masks``) runs phase 1 the same way.
+* Before anything runs, the config and the run directory are checked (:mod:`salseg.train_checks`).
+* Checkpoints are written atomically in their folder (:mod:`salseg.checkpoint_io`).
+* ``test=true`` scores the datamodule's test sets after fit with the reported checkpoint through
+  the model mode of ``salseg-eval`` (:func:`salseg.evaluation.model.evaluate_model`) into
+  ``<run>/test/``.
+* ``train_summary.json`` says what was selected on what, which checkpoint a reproduction reports,
+  the test scores, and is written even when a stage fails (``status``, ``completed``, ``error``).
 Only rank 0 writes summaries; Lightning's loggers and checkpoints are rank-0-only already.
 """
 from __future__ import annotations
@@ -20,14 +28,18 @@ from typing import Any
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from salseg.atomic import write_text_atomic
+from salseg.checkpoint_io import AtomicCheckpointIO
+from salseg.train_checks import ConfigError, check_config, check_run_dir
 
 log = logging.getLogger("salseg.train")
-PIPELINE_KEYS = ("gt_encoder",)  # model-config keys read by the pipeline, not the task
+# model-config keys read by the pipeline, not the task
+PIPELINE_KEYS = ("gt_encoder", "train_on_masks")
+TEST_MONITOR = "test_monitor/"
 
 
 def run_dir() -> Path:
@@ -72,14 +84,32 @@ def make_trainer(cfg: DictConfig, out_dir: Path, logger_name: str | None = None,
     for cb in callbacks:
         if isinstance(cb, ModelCheckpoint):
             cb.dirpath = str(out_dir / "checkpoints")
+        monitor = getattr(cb, "monitor", None)
+        if isinstance(monitor, str) and monitor.startswith(TEST_MONITOR):
+            raise ConfigError(
+                f"callbacks: {type(cb).__name__} monitors {monitor}, a test set watched for "
+                "information only; select on val/... (data.val or a data.val_split hold-out)")
     # phase 1 logs beside phase 2, under its own name
     loggers = instantiate_list(cfg.get("logger"), **({"name": logger_name} if logger_name else {}))
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
     trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     trainer_cfg.update({k: v for k, v in overrides.items() if v is not None})
+    if trainer_cfg.get("enable_progress_bar") is False:  # else Lightning refuses the callback
+        callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
+    extra = {} if trainer_cfg.get("plugins") else {"plugins": [AtomicCheckpointIO()]}
     return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False,
-                       _convert_="partial")
+                       _convert_="partial", **extra)
+
+
+def mask_datamodule(cfg: DictConfig) -> Any:
+    """The GT encoder's data: masks as inputs, validated on the training masks (official, no
+    flip; OFFICIAL_NOTES §3.2)."""
+    datamodule = instantiate(cfg.data, mask_only=True)
+    datamodule.setup("fit")
+    datamodule.val_pairs = list(datamodule.train_pairs)
+    datamodule.monitor_sets = []
+    return datamodule
 
 
 def train_gt_encoder(cfg: DictConfig, out: Path) -> Path:
@@ -90,10 +120,8 @@ def train_gt_encoder(cfg: DictConfig, out: Path) -> Path:
     task_cfg = OmegaConf.create(OmegaConf.to_container(g, resolve=True))
     with open_dict(task_cfg):
         max_epochs = task_cfg.pop("max_epochs", None)
-    datamodule = instantiate(cfg.data, mask_only=True)
+    datamodule = mask_datamodule(cfg)
     task = instantiate(task_cfg, input_size=list(datamodule.input_size), _convert_="all")
-    datamodule.setup("fit")  # official: validate the GT encoder on the training masks (no flip)
-    datamodule.val_pairs = list(datamodule.train_pairs)
     trainer = make_trainer(cfg, phase_dir, logger_name="gt_encoder", max_epochs=max_epochs)
     trainer.fit(task, datamodule=datamodule)
     ckpt = phase_dir / "gt_encoder.ckpt"
@@ -106,29 +134,135 @@ def train_gt_encoder(cfg: DictConfig, out: Path) -> Path:
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Fit ``cfg.model`` on ``cfg.data``; return the best ``val/maxF`` (or None without val)."""
-    L.seed_everything(cfg.get("seed"), workers=True)
+    """Fit ``cfg.model`` on ``cfg.data``; return the best ``val/maxF`` (None without selection)."""
+    check_config(cfg)
     out = run_dir()
-    if needs_phase1(cfg):
-        ckpt = train_gt_encoder(cfg, out)
-        with open_dict(cfg):
-            cfg.model.gt_encoder_ckpt = str(ckpt)
-        L.seed_everything(cfg.get("seed"), workers=True)
-    datamodule = instantiate(cfg.data)
-    task = instantiate(task_config(cfg.model), input_size=list(datamodule.input_size),
-                       _convert_="all")
-    trainer = make_trainer(cfg, out)
-    trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    best = None
-    ckpt_cb = trainer.checkpoint_callback
-    if ckpt_cb is not None and ckpt_cb.best_model_score is not None:
-        best = float(ckpt_cb.best_model_score)
-    elif ckpt_cb is not None and ckpt_cb.best_model_path:  # ddp_spawn returns only the path
-        best = checkpoint_score(ckpt_cb.best_model_path)
-    if cfg.get("test"):
-        trainer.test(task, datamodule=datamodule, ckpt_path="best" if best is not None else None)
-    write_summary(out, trainer, best, cfg)
-    return best
+    if rank_zero_only.rank == 0:
+        check_run_dir(out, cfg)
+    L.seed_everything(cfg.get("seed"), workers=True)
+    record = RunRecord(cfg)
+    try:
+        if needs_phase1(cfg):
+            ckpt = train_gt_encoder(cfg, out)
+            record.completed.append("gt_encoder")
+            record.extra["gt_encoder_checkpoint"] = str(ckpt)
+            with open_dict(cfg):
+                cfg.model.gt_encoder_ckpt = str(ckpt)
+            L.seed_everything(cfg.get("seed"), workers=True)
+        if cfg.model.get("train_on_masks"):
+            datamodule = mask_datamodule(cfg)
+        else:
+            datamodule = instantiate(cfg.data)
+        task = instantiate(task_config(cfg.model), input_size=list(datamodule.input_size),
+                           _convert_="all")
+        trainer = make_trainer(cfg, out)
+        record.trainer, record.datamodule = trainer, datamodule
+        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        record.completed.append("fit")
+        if cfg.get("test"):
+            record.test = run_test(cfg, datamodule, task, record.reported_checkpoint(), out)
+            record.completed.append("test")
+        record.status = "completed"
+    except BaseException as err:
+        record.status = "interrupted" if isinstance(err, KeyboardInterrupt | SystemExit) else "failed"
+        record.error = f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        write_summary(out, record)
+    return record.best()
+
+
+def run_test(cfg: DictConfig, datamodule: Any, task: Any, ckpt: str | None, out: Path) -> dict:
+    """Score the datamodule's test sets with ``ckpt`` exactly as ``salseg-eval`` model mode does
+    (same Predictor preprocessing, GT resolution, paper metrics); reports in ``<run>/test/``."""
+    if rank_zero_only.rank != 0:
+        return {}
+    if cfg.model.get("train_on_masks"):
+        log.warning("test=true: the GT encoder takes masks, not images; no test")
+        return {"skipped": "the GT encoder takes masks, not images"}
+    from salseg.evaluation.model import evaluate_model
+    from salseg.metrics.collection import convention_for
+    from salseg.predict.predictor import Predictor
+
+    datamodule.setup("test")
+    test_sets = [(name, pairs) for name, pairs in datamodule.test_sets or [] if pairs]
+    if not test_sets:
+        log.warning("test=true: data=%s has no test set", datamodule.name)
+        return {"skipped": f"data={datamodule.name} has no test set"}
+    device = "cpu" if str(cfg.trainer.get("accelerator")) == "cpu" else "auto"
+    if ckpt is not None:  # the checkpoint file, as salseg-eval ckpt=... reads it
+        predictor = Predictor(ckpt, model=task.name, device=device)
+    else:  # no checkpoint written (callbacks=none): the weights in memory
+        predictor = Predictor(task.model, model=task.name, device=device,
+                              input_size=list(datamodule.input_size))
+    convention = convention_for(test_sets[0][0], datamodule.convention)
+    log.info("test=true: scoring %s with %s", ", ".join(n for n, _ in test_sets), ckpt or "the final weights")
+    _, paths = evaluate_model(predictor, test_sets, out / "test", convention=convention,
+                              batch_size=int(datamodule.val_batch_size), workers=1,
+                              progress=bool(cfg.trainer.get("enable_progress_bar", True)),
+                              overwrite=True)
+    return {"checkpoint": ckpt, "dir": str(out / "test"),
+            "metrics": json.loads(paths["metrics.json"].read_text())}
+
+
+class RunRecord:
+    """What a run did so far, for ``train_summary.json``."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.status = "running"
+        self.completed: list[str] = []
+        self.error: str | None = None
+        self.trainer: L.Trainer | None = None
+        self.datamodule: Any = None
+        self.test: dict | None = None
+        self.extra: dict[str, Any] = {}
+
+    def checkpoint_callback(self) -> ModelCheckpoint | None:
+        return self.trainer.checkpoint_callback if self.trainer is not None else None
+
+    def best(self) -> float | None:
+        ckpt_cb = self.checkpoint_callback()
+        if ckpt_cb is None or not ckpt_cb.monitor:
+            return None
+        if ckpt_cb.best_model_score is not None:
+            return float(ckpt_cb.best_model_score)
+        if ckpt_cb.best_model_path:  # ddp_spawn returns only the path
+            return checkpoint_score(ckpt_cb.best_model_path)
+        return None
+
+    def best_checkpoint(self) -> str | None:
+        ckpt_cb = self.checkpoint_callback()
+        if ckpt_cb is None or not ckpt_cb.monitor:
+            return None
+        return ckpt_cb.best_model_path or None
+
+    def reported_checkpoint(self) -> str | None:
+        """The weights a run reports: the best by the selection metric when one is configured,
+        else the final weights (``last.ckpt``; the paper protocol)."""
+        return self.best_checkpoint() or last_checkpoint(self.checkpoint_callback())
+
+    def selection(self) -> dict[str, Any]:
+        """What checkpoint selection and early stopping monitor, and on which data."""
+        monitors = sorted({str(cb.monitor) for cb in (self.trainer.callbacks if self.trainer else [])
+                           if isinstance(getattr(cb, "monitor", None), str)
+                           and not isinstance(cb, LearningRateMonitor)})
+        dm = self.datamodule
+        if dm is None:
+            data: list[str] | str = []
+        elif self.cfg.model.get("train_on_masks"):
+            data = "the training masks (IS-Net phase 1, official)"
+        elif getattr(dm, "val_specs", None):
+            data = [str(s.get("name") or f"{s.get('kind')}:{s.get('split', '')}") for s in dm.val_specs]
+        elif getattr(dm, "val_split", 0) > 0:
+            data = f"seeded hold-out of {dm.val_split:g} of the training pairs (seed {dm.seed})"
+        else:
+            data = []
+        monitored = [name for name, _ in getattr(dm, "monitor_sets", None) or []]
+        return {"monitors": monitors if data else [], "data": data,
+                "test_monitor": monitored, "reported_checkpoint": self.reported_checkpoint(),
+                "rule": ("best by the selection metric" if self.best_checkpoint()
+                         else "final weights (last.ckpt), no selection")}
 
 
 def checkpoint_score(path: str) -> float | None:
@@ -152,16 +286,24 @@ def last_checkpoint(ckpt_cb: ModelCheckpoint | None) -> str | None:
 
 
 @rank_zero_only
-def write_summary(out: Path, trainer: L.Trainer, best: float | None, cfg: DictConfig) -> None:
-    ckpt_cb = trainer.checkpoint_callback
-    summary = {
+def write_summary(out: Path, record: RunRecord) -> None:
+    trainer, cfg = record.trainer, record.cfg
+    summary: dict[str, Any] = {
         "model": str(cfg.model.name),
-        "best_val_maxF": best,
-        "best_checkpoint": getattr(ckpt_cb, "best_model_path", None) or None,
-        "last_checkpoint": last_checkpoint(ckpt_cb),
-        "global_step": trainer.global_step,
-        "epochs": trainer.current_epoch,
-        "metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1},
+        "status": record.status,
+        "completed": record.completed,
+        "error": record.error,
+        "selection": record.selection(),
+        "reported_checkpoint": record.reported_checkpoint(),
+        "best_val_maxF": record.best(),
+        "best_checkpoint": record.best_checkpoint(),
+        "last_checkpoint": last_checkpoint(record.checkpoint_callback()),
+        "global_step": trainer.global_step if trainer is not None else 0,
+        "epochs": trainer.current_epoch if trainer is not None else 0,
+        "metrics": ({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+                    if trainer is not None else {}),
+        "test": record.test,
+        **record.extra,
     }
     # a resumed run updates the summary of the run it continues
     write_text_atomic(json.dumps(summary, indent=2), out / "train_summary.json", overwrite=True)

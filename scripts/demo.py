@@ -2,14 +2,16 @@
 
 1. generates the synthetic salient-object set (``data/synthetic/``) on first use;
 2. trains U2-NetP (``python train.py experiment=demo``) into ``outputs/demo/train``;
-3. evaluates the best checkpoint and, for comparison, the same network untrained
+3. evaluates the checkpoint the run reports (``reported_checkpoint`` in its summary: the best
+   by ``val/maxF`` on the synthetic validation set) and, for comparison, the same network untrained
    (``python eval.py``) into ``outputs/demo/eval`` and ``outputs/demo/eval_untrained``;
 4. writes masks, RGBA cut-outs and previews of a few validation images
    (``salseg-predict``) into ``outputs/demo/predictions``;
 5. prints where everything is and the final metrics, and fails if the trained model does not
    reach max-F >= 0.90 on the synthetic validation set.
 
-An earlier ``outputs/demo`` is moved aside (``outputs/demo.<time>``), never deleted.
+An earlier ``outputs/demo`` is moved aside (``outputs/demo.<time>``), never deleted, and the demo
+says so: training refuses a run directory that already holds a run.
 """
 from __future__ import annotations
 
@@ -34,11 +36,11 @@ def main() -> int:
     if OUT.exists():
         aside = OUT.with_name(f"demo.{time.strftime('%Y%m%d-%H%M%S')}")
         OUT.rename(aside)
-        print(f"moved the previous demo outputs to {aside}")
+        print(f"moved the previous demo outputs to {aside} (a new run needs an empty folder)")
     start = time.time()
     run([py, "train.py", "experiment=demo"])
     summary = json.loads((OUT / "train" / "train_summary.json").read_text())
-    ckpt = summary["best_checkpoint"] or summary["last_checkpoint"]
+    ckpt = summary["reported_checkpoint"]
     run([py, "eval.py", f"ckpt={ckpt}", "data=synthetic", "task_name=demo", "run_name=eval",
          f"hydra.run.dir={OUT / 'eval'}"])
     run([py, "eval.py", "model=u2netp", "random_weights=true", "input_size=[128,128]",

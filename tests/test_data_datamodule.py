@@ -196,8 +196,15 @@ def test_strict_and_skip_through_the_datamodule(tmp_path, capsys):
 
 
 def test_missing_root_is_one_clear_message(tmp_path):
+    # a data.root that does not exist is refused (and never created)
     cfg = _compose("+data=dis5k", f"data.root={tmp_path / 'nope'}")
-    dm = instantiate(cfg.data)
+    with pytest.raises(Exception) as e:
+        instantiate(cfg.data)
+    assert "data.root" in str(e.value) and "does not exist" in str(e.value)
+    assert not (tmp_path / "nope").exists()
+    # an existing root without the layout names the expected folders and the prepare script
+    (tmp_path / "empty").mkdir()
+    dm = instantiate(_compose("+data=dis5k", f"data.root={tmp_path / 'empty'}").data)
     with pytest.raises(DataLayoutError) as e:
         dm.setup("fit")
     assert "DIS5K/DIS-TR/im" in str(e.value) and "prepare_dis5k.py" in str(e.value)

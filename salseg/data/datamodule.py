@@ -13,6 +13,10 @@ Splits:
   pair go with it).
 * ``test``: list of source specs; **one dataloader per spec** (``test_names`` gives their
   names), so an evaluation can sweep several sets.
+* ``monitor``: source specs scored during training for information only (e.g. DUTS-TE in the
+  U2-Net recipes): served as extra validation loaders after ``val`` and logged as
+  ``test_monitor/<name>/...`` (``val_loader_prefixes``); they never drive checkpoint
+  selection or early stopping.
 * ``offline_hflip``: sets the option of every DUTS training source (virtual flip doubling).
 * ``mix``: extra training sources added after the val split (e.g. a fraction of DUTS-TR while
   fine-tuning on a small custom set); any source spec may carry ``fraction: 0.2`` to use a seeded
@@ -27,6 +31,7 @@ training device (:mod:`salseg.data.gpu_aug`, in ``on_after_batch_transfer``).
 """
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -39,8 +44,9 @@ from torch.utils.data import DataLoader
 
 from salseg.data.check import apply_policy, check_pairs
 from salseg.data.datasets import SegDataset, collate_seg, seed_worker
+from salseg.data.errors import DataLayoutError
 from salseg.data.samplers import EpochShuffleSampler
-from salseg.data.sources import Pair, list_source, resolve_root
+from salseg.data.sources import ROOT_ENV_VAR, Pair, list_source, resolve_root
 from salseg.data.transforms import Recipe, build_recipe
 
 
@@ -111,6 +117,7 @@ class SegDataModule(L.LightningDataModule):
         cache: Mapping | None = None,
         verbose: bool = True,
         mix: Sequence[Mapping] | None = None,
+        monitor: Sequence[Mapping] | None = None,
         gpu_aug: bool = False,
     ) -> None:
         super().__init__()
@@ -120,6 +127,13 @@ class SegDataModule(L.LightningDataModule):
             raise ValueError(f"data.convention must be 'u2net' or 'dis', got {convention!r}")
         self.name = name
         self.root = resolve_root(root)
+        explicit_root = root not in (None, "") or bool(os.environ.get(ROOT_ENV_VAR))
+        if explicit_root and not self.root.is_dir():
+            # only the project default (./data) is created on demand (synthetic set)
+            given = root if root not in (None, "") else f"${ROOT_ENV_VAR}={os.environ[ROOT_ENV_VAR]}"
+            raise DataLayoutError(
+                f"data.root={given}: folder does not exist (create it, fix the path, or leave "
+                f"data.root unset to use the project's ./data)", self.root)
         self.train_specs = _specs(train)
         self.val_specs = _specs(val)
         self.test_specs = _specs(test)
@@ -135,6 +149,8 @@ class SegDataModule(L.LightningDataModule):
             self.val_specs.append({"kind": "list", "file": val_pairs_file, "name": f"{name}-val"})
         self.val_split = float(val_split)
         self.mix_specs = _specs(mix)
+        self.monitor_specs = _specs(monitor)
+        self.monitor_sets: list[tuple[str, list[Pair]]] | None = None
         if offline_hflip is not None:  # data.offline_hflip applies to every DUTS training source
             for spec in self.train_specs:
                 if spec.get("kind") == "duts":
@@ -234,7 +250,9 @@ class SegDataModule(L.LightningDataModule):
         if stage in (None, "fit", "validate"):
             if stage in (None, "fit") and self.train_pairs is None:
                 if not self.train_specs:
-                    raise ValueError(f"data '{self.name}' has no training source (data.train)")
+                    raise DataLayoutError(
+                        f"data '{self.name}' has no training source: set data.images=FOLDER "
+                        "data.masks=FOLDER (or data.pairs_file=LIST, or data.train=[...])")
                 train = self._pairs(self.train_specs, "train")
                 if not self.val_specs and self.val_split > 0:
                     train, self.val_pairs = self._split(train)
@@ -248,6 +266,12 @@ class SegDataModule(L.LightningDataModule):
                     _, self.val_pairs = self._split(self._pairs(self.train_specs, "train"))
                 else:
                     self.val_pairs = []
+            if self.monitor_sets is None:
+                self.monitor_sets = []
+                for spec in self.monitor_specs:
+                    pairs = self._pairs([spec], "monitor")
+                    name = spec.get("name") or (pairs[0].source if pairs else str(spec.get("kind")))
+                    self.monitor_sets.append((name, [p for p in pairs if not p.hflip]))
         if stage in (None, "test", "predict") and self.test_sets is None:
             specs = self.test_specs or self.val_specs
             self.test_sets = []
@@ -330,11 +354,24 @@ class SegDataModule(L.LightningDataModule):
         return self._loader(self.make_dataset(self.train_pairs, True), True)
 
     def val_dataloader(self) -> DataLoader | list:
-        if self.val_pairs is None:
+        """The ``val`` loader (if any) followed by one loader per ``monitor`` set; their log
+        prefixes are :attr:`val_loader_prefixes`."""
+        if self.val_pairs is None or self.monitor_sets is None:
             self.setup("validate")
-        if not self.val_pairs:
-            return []
-        return self._loader(self.make_dataset(self.val_pairs, False), False)
+        loaders = [self._loader(self.make_dataset(self.val_pairs, False), False)] if self.val_pairs else []
+        loaders += [self._loader(self.make_dataset(p, False), False) for _, p in self.monitor_sets or []]
+        if len(loaders) <= 1:
+            return loaders[0] if loaders else []
+        return loaders
+
+    @property
+    def val_loader_prefixes(self) -> list[str]:
+        """Metric prefix of each validation loader: ``val`` (selection data) first, then
+        ``test_monitor/<name>`` (information only)."""
+        if self.val_pairs is None or self.monitor_sets is None:
+            self.setup("validate")
+        return ((["val"] if self.val_pairs else [])
+                + [f"test_monitor/{name}" for name, _ in self.monitor_sets or []])
 
     def test_dataloader(self) -> list[DataLoader]:
         if self.test_sets is None:

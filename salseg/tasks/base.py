@@ -6,6 +6,9 @@ Hydra ``_partial_`` objects, validation metrics from ``salseg.metrics`` computed
 ground truth's original resolution, and TensorBoard logging of every loss term and of image grids
 (input / GT / prediction).  Subclasses define ``compute_loss``.
 
+Validation loaders are logged under the datamodule's ``val_loader_prefixes``: ``val/...`` for
+the selection data, ``test_monitor/<set>/...`` for test sets watched for information only.
+
 ``freeze_bn`` keeps every BatchNorm of the network in eval mode during training (running
 statistics used, not updated; affine parameters still train).  ``"auto"`` (default) does so when
 the initial weights have folded (identity) BatchNorm statistics, as imported from ONNX graphs
@@ -142,7 +145,19 @@ class SegmentationTask(L.LightningModule):
                 param.requires_grad_(not frozen)
 
     # ------------------------------------------------------------- validation
+    def _val_prefixes(self) -> list[str]:
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        return list(getattr(datamodule, "val_loader_prefixes", None) or ["val"])
+
+    def on_validation_epoch_start(self) -> None:
+        # one metric per validation loader: ``val`` first, then the test-monitor sets
+        self._val_sets = {prefix: self.val_metrics if i == 0 else
+                          build_val_metrics(self.hparams.val_convention).to(self.device)
+                          for i, prefix in enumerate(self._val_prefixes())}
+
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
+        sets = getattr(self, "_val_sets", None) or {"val": self.val_metrics}
+        metrics = list(sets.values())[dataloader_idx]
         outputs = self(self.model_input(batch))
         prob = torch.sigmoid(self.card.outputs(outputs).prediction.float())
         gts: Sequence[torch.Tensor] = batch.get("gt") or list(batch["mask"])
@@ -152,15 +167,18 @@ class SegmentationTask(L.LightningModule):
                 gt = gt[None]
             if p.shape[-2:] != gt.shape[-2:]:
                 p = F.interpolate(p[None], size=gt.shape[-2:], mode="bilinear", align_corners=False)[0]
-            self.val_metrics.update(p.clamp(0, 1), gt)
-        if batch_idx == 0:
+            metrics.update(p.clamp(0, 1), gt)
+        if batch_idx == 0 and dataloader_idx == 0:
             self._log_grid("val/images", batch, outputs)
 
     def on_validation_epoch_end(self) -> None:
-        values = self.val_metrics.compute()
-        self.val_metrics.reset()
-        self.log("val/maxF", values["max_f"], prog_bar=True, sync_dist=False)
-        self.log("val/mae", values["mae"], prog_bar=True, sync_dist=False)
+        sets = getattr(self, "_val_sets", None) or {"val": self.val_metrics}
+        for prefix, metrics in sets.items():
+            values = metrics.compute()
+            metrics.reset()
+            selection = prefix == "val"
+            self.log(f"{prefix}/maxF", values["max_f"], prog_bar=selection, sync_dist=False)
+            self.log(f"{prefix}/mae", values["mae"], prog_bar=selection, sync_dist=False)
 
     # -------------------------------------------------------------- optimizer
     def configure_optimizers(self) -> Any:

@@ -11,6 +11,9 @@
   ``gt_encoder_bn="train"`` (default); ``"eval"`` uses the running statistics instead (fixed
   targets).  ``feature_sync=False`` is the released script's default (``interm_sup=False``):
   BCE only, no GT encoder.
+
+Both tasks take ``loss_form`` (``logits`` default, ``official`` = ``nn.BCELoss`` on sigmoid
+outputs, fp32 only; :mod:`salseg.losses.bce`) for their BCE terms.
 """
 from __future__ import annotations
 
@@ -34,10 +37,10 @@ class GTEncoderTask(SegmentationTask):
     """Phase 1: the ground-truth encoder learns to reconstruct masks from masks."""
 
     def __init__(self, name: str = "isnet_gt_encoder", loss_weights: Sequence[float] | None = None,
-                 stop_max_f: float | None = 0.99, **kwargs: Any) -> None:
+                 stop_max_f: float | None = 0.99, loss_form: str = "logits", **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         self.stop_max_f = stop_max_f
-        self.criterion = DeepSupervisionBCE(weights=loss_weights)
+        self.criterion = DeepSupervisionBCE(weights=loss_weights, form=loss_form)
 
     def configure_callbacks(self) -> list:
         """The official stopping rule: validation max-F of side 1 above ``stop_max_f``."""
@@ -60,11 +63,11 @@ class ISNetTask(SegmentationTask):
                  gt_encoder_ckpt: str | None = None, gt_encoder_bn: str = "train",
                  loss_weights: Sequence[float] | None = None,
                  sync_weights: Sequence[float] | None = None, sync_mode: str = "MSE",
-                 **kwargs: Any) -> None:
+                 loss_form: str = "logits", **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         if gt_encoder_bn not in BN_MODES:
             raise ValueError(f"gt_encoder_bn must be one of {BN_MODES}, got {gt_encoder_bn!r}")
-        self.criterion = DeepSupervisionBCE(weights=loss_weights)
+        self.criterion = DeepSupervisionBCE(weights=loss_weights, form=loss_form)
         self.sync = FeatureSyncLoss(weights=sync_weights, mode=sync_mode) if feature_sync else None
         self.gt_encoder = None
         if feature_sync:

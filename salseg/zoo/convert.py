@@ -87,9 +87,9 @@ def convert_onnx(entry: ZooEntry, onnx_path: str | Path) -> Path:
     from safetensors.torch import save_file
 
     from salseg.models.batchnorm import has_folded_batchnorm
+    from salseg.models.errors import WeightsError
     from salseg.models.onnx_import import onnx_to_state_dict
     from salseg.models.registry import create_model
-    from salseg.models.errors import WeightsError
 
     onnx_path = Path(onnx_path)
     target = converted_path(entry, onnx_path)
