@@ -61,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save", type=_kinds, default=("mask",), metavar="KINDS",
                    help="comma-separated outputs: mask,cutout,composite,preview (default mask)")
     g = p.add_argument_group("inference")
-    g.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                   help="onnx: run an .onnx file with onnxruntime")
+    g.add_argument("--backend", choices=("auto", "torch", "onnx"), default="torch",
+                   help="onnx: run an .onnx file with onnxruntime; auto: onnxruntime on the CPU "
+                   "in fp32 when installed (other weights are exported at load), else torch")
     g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu or cuda[:N]")
     g.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="autocast precision (fp16 needs CUDA)")
@@ -72,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow TF32 matmuls/convolutions on CUDA in fp32 (faster, less exact)")
     g.add_argument("--batch-size", type=int, default=1)
     g.add_argument("--num-workers", type=int, default=0, help="DataLoader decoding workers")
+    g.add_argument("--num-processes", type=int, default=1, metavar="N",
+                   help="data-parallel: N processes, each predicting a shard of the inputs "
+                   "(docs/distributed.md)")
     g.add_argument("--input-size", type=_size, default=None, metavar="N|HxW",
                    help="model input size (default: the model's, 320 for U2-Net, 1024 IS-Net)")
     g.add_argument("--resize", choices=("official", "antialias"), default="official",
@@ -118,8 +122,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.weights is None and not args.random_weights:
         parser.error("--weights is required (or --random-weights for a smoke test)")
-    if args.batch_size < 1 or args.num_workers < 0:
-        parser.error("--batch-size must be >= 1 and --num-workers >= 0")
+    if args.batch_size < 1 or args.num_workers < 0 or args.num_processes < 1:
+        parser.error("--batch-size and --num-processes must be >= 1 and --num-workers >= 0")
     if args.bg_image is not None and not args.bg_image.is_file():
         parser.error(f"--bg-image {args.bg_image}: file not found")
     try:
@@ -154,12 +158,15 @@ def main(argv: list[str] | None = None) -> int:
         if not args.tf32:
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
-        predictor = Predictor(None if args.random_weights else args.weights, model=args.model,
-                              device=args.device, precision=args.precision, backend=args.backend,
-                              input_size=args.input_size, resize=args.resize,
-                              normalization="sigmoid" if args.raw_sigmoid else "minmax",
-                              refine_options=refine, channels_last=args.channels_last,
-                              onnx_threads=args.onnx_threads)
+        predictor_kwargs = dict(
+            weights=None if args.random_weights else args.weights, model=args.model,
+            device=args.device, precision=args.precision, backend=args.backend,
+            input_size=args.input_size, resize=args.resize,
+            normalization="sigmoid" if args.raw_sigmoid else "minmax", refine_options=refine,
+            channels_last=args.channels_last, onnx_threads=args.onnx_threads)
+        # built here also with --num-processes: bad weights are refused before any process starts
+        kwargs = dict(predictor_kwargs)
+        predictor = Predictor(kwargs.pop("weights"), **kwargs)
     except (ValueError, RuntimeError, OSError) as exc:  # WeightsError is a RuntimeError
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -175,9 +182,20 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = RunSummary(total=len(problems), failed=list(problems))
     try:
-        predict_files(predictor, items, args.output, save, batch_size=args.batch_size,
-                      num_workers=args.num_workers, max_pixels=max_pixels,
-                      progress=not args.quiet, summary=summary)
+        if args.num_processes > 1:
+            from salseg.predict.parallel import predict_files_parallel
+
+            predict_files_parallel(predictor_kwargs, items, args.output, save,
+                                   num_processes=args.num_processes, summary=summary,
+                                   progress=not args.quiet, batch_size=args.batch_size,
+                                   num_workers=args.num_workers, max_pixels=max_pixels)
+        else:
+            predict_files(predictor, items, args.output, save, batch_size=args.batch_size,
+                          num_workers=args.num_workers, max_pixels=max_pixels,
+                          progress=not args.quiet, summary=summary)
+    except (ValueError, RuntimeError, OSError) as exc:  # e.g. bad weights, raised by a rank
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         print(summary.report(), file=sys.stderr)

@@ -26,7 +26,8 @@ Splits:
 
 ``convention`` (``u2net`` or ``dis``) records which paper's evaluation convention the data set
 is scored with; the evaluation code reads it.  ``mask_only=True`` serves masks as inputs
-(IS-Net phase 1).
+(IS-Net phase 1).  ``gpu_aug=True`` ships uint8 training batches and augments them on the
+training device (:mod:`salseg.data.gpu_aug`, in ``on_after_batch_transfer``).
 """
 from __future__ import annotations
 
@@ -117,6 +118,7 @@ class SegDataModule(L.LightningDataModule):
         verbose: bool = True,
         mix: Sequence[Mapping] | None = None,
         monitor: Sequence[Mapping] | None = None,
+        gpu_aug: bool = False,
     ) -> None:
         super().__init__()
         if on_error not in ("raise", "skip"):
@@ -171,6 +173,12 @@ class SegDataModule(L.LightningDataModule):
         self.synthetic = dict(_plain(synthetic) or {})
         self.cache_cfg = dict(_plain(cache) or {})
         self.verbose = verbose
+        self.gpu_aug = bool(gpu_aug)
+        self._device_augment = None
+        if self.gpu_aug:
+            from salseg.data.gpu_aug import check_recipe
+
+            check_recipe(self.recipe)
         self.train_pairs: list[Pair] | None = None
         self.val_pairs: list[Pair] | None = None
         self.test_sets: list[tuple[str, list[Pair]]] | None = None
@@ -289,6 +297,11 @@ class SegDataModule(L.LightningDataModule):
         return self._cache
 
     def make_dataset(self, pairs: Sequence[Pair], train: bool) -> SegDataset:
+        if train and self.gpu_aug:
+            from salseg.data.gpu_aug import RawSegDataset
+
+            return RawSegDataset(pairs, self.recipe, train=True, mask_only=self.mask_only,
+                                 alpha=self.alpha, cache=self.cache, seed=self.seed)
         return SegDataset(pairs, self.recipe, train=train, mask_only=self.mask_only,
                           alpha=self.alpha, cache=self.cache, seed=self.seed)
 
@@ -309,10 +322,28 @@ class SegDataModule(L.LightningDataModule):
             num_workers=self.num_workers,
             persistent_workers=self.persistent_workers,
             pin_memory=self.pin_memory,
-            collate_fn=collate_seg,
+            collate_fn=self._collate(ds),
             worker_init_fn=seed_worker,
             generator=g,
         )
+
+    @staticmethod
+    def _collate(ds: SegDataset):
+        from salseg.data.gpu_aug import RawSegDataset, collate_raw
+
+        return collate_raw if isinstance(ds, RawSegDataset) else collate_seg
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """``gpu_aug``: augment the raw uint8 training batch on its device."""
+        if not (isinstance(batch, dict) and batch.get("raw")):
+            return batch
+        from salseg.data.gpu_aug import DeviceAugment, augment_batch
+
+        if self._device_augment is None:
+            trainer = getattr(self, "trainer", None)
+            rank = trainer.global_rank if trainer is not None else 0
+            self._device_augment = DeviceAugment(self.recipe, seed=self.seed, rank=rank)
+        return augment_batch(self._device_augment, batch, self.mask_only)
 
     def train_dataloader(self) -> DataLoader:
         if self.train_pairs is None:

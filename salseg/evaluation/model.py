@@ -5,6 +5,7 @@ against the original GT masks with the same code as folder mode.
 
 Images are decoded in DataLoader workers; predictions can also be saved as PNG
 (``save_predictions``), so that ``salseg-eval pred_dir=...`` reproduces the numbers.
+``num_processes > 1`` predicts in several processes first (:mod:`salseg.evaluation.parallel`).
 """
 from __future__ import annotations
 
@@ -58,14 +59,24 @@ def predict_pairs(predictor: Predictor, pairs: Sequence[Pair], batch_size: int =
             yield pairs[i], to_uint8(predictor.finish(prob, size))
 
 
+def _read_maps(pairs: Sequence[Pair], folder: Path) -> Iterator[tuple[Pair, np.ndarray]]:
+    from salseg.evaluation.parallel import map_name
+
+    for pair in pairs:
+        yield pair, read_map_u8(folder / f"{map_name(pair)}.png")
+
+
 def _items(predictor: Predictor, pairs: Sequence[Pair], batch_size: int, num_workers: int,
-           save_dir: Path | None, overwrite: bool) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    for pair, pred in predict_pairs(predictor, pairs, batch_size, num_workers):
+           save_dir: Path | None, overwrite: bool, maps_dir: Path | None = None
+           ) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    preds = _read_maps(pairs, maps_dir) if maps_dir is not None else \
+        predict_pairs(predictor, pairs, batch_size, num_workers)
+    for pair, pred in preds:
         name = pair.stem + ("__hflip" if pair.hflip else "")
         gt = read_map_u8(pair.mask)
         if pair.hflip:
             gt = np.ascontiguousarray(gt[:, ::-1])
-        if save_dir is not None:
+        if save_dir is not None and save_dir != maps_dir:
             write_png(pred, save_dir / f"{name}.png", overwrite=overwrite)
         yield name, pred, gt
 
@@ -75,8 +86,14 @@ def evaluate_model(predictor: Predictor, test_sets: Sequence[tuple[str, Sequence
                    groups: str | Sequence[str] = "auto", batch_size: int = 4, num_workers: int = 0,
                    save_predictions: bool = False, workers: int = 0, hce_binarize: str = "dis",
                    skeleton_cache: str | None = None, progress: bool = True, plots: bool = True,
-                   overwrite: bool = False, html: bool = True) -> tuple[Results, dict[str, Path]]:
-    """Predict and score every test set; write the same reports as folder mode into ``out_dir``."""
+                   overwrite: bool = False, html: bool = True, num_processes: int = 1,
+                   predictor_kwargs: dict | None = None) -> tuple[Results, dict[str, Path]]:
+    """Predict and score every test set; write the same reports as folder mode into ``out_dir``.
+
+    ``num_processes > 1`` (with ``predictor_kwargs``, the :class:`Predictor` arguments) first
+    writes the maps with that many processes into ``predictions/<set>`` (kept) or
+    ``.maps/<set>`` (kept for a restart), then scores them (same values as one process).
+    """
     out_dir = Path(out_dir)
     check_free(out_dir, overwrite)
     method = method or predictor.name
@@ -90,7 +107,16 @@ def evaluate_model(predictor: Predictor, test_sets: Sequence[tuple[str, Sequence
         save_dir = out_dir / "predictions" / name if save_predictions else None
         if save_dir is not None:
             save_dir.mkdir(parents=True, exist_ok=True)
-        items = _items(predictor, pairs, batch_size, num_workers, save_dir, overwrite)
+        maps_dir = None
+        if num_processes > 1:
+            from salseg.evaluation.parallel import predict_to_folder
+
+            if predictor_kwargs is None:
+                raise ValueError("num_processes > 1 needs predictor_kwargs")
+            maps_dir = save_dir or out_dir / ".maps" / name
+            predict_to_folder(predictor_kwargs, pairs, maps_dir, num_processes, batch_size,
+                              num_workers)
+        items = _items(predictor, pairs, batch_size, num_workers, save_dir, overwrite, maps_dir)
         if gallery is not None:
             images = {p.stem + ("__hflip" if p.hflip else ""): (p.image, p.hflip) for p in pairs}
             items = gallery.tap(method, name, items, images.get)
@@ -102,7 +128,6 @@ def evaluate_model(predictor: Predictor, test_sets: Sequence[tuple[str, Sequence
     results: Results = {method: per_dataset}
     paths = write_reports(results, out_dir, plots=plots, overwrite=overwrite, gallery=gallery)
     return results, paths
-
 
 
 def run_model_mode(cfg: Any, out_dir: str | Path) -> tuple[Results, dict[str, Path]]:
@@ -125,11 +150,13 @@ def run_model_mode(cfg: Any, out_dir: str | Path) -> tuple[Results, dict[str, Pa
     if not cfg.get("ckpt") and not model_name:
         raise EvaluationError("random_weights=true needs model=<name>")
     input_size = cfg.get("input_size")
-    predictor = Predictor(
-        None if cfg.get("random_weights") else str(cfg.ckpt), model=model_name,
+    predictor_kwargs = dict(
+        weights=None if cfg.get("random_weights") else str(cfg.ckpt), model=model_name,
         device=str(cfg.get("device", "auto")), precision=str(cfg.get("precision", "fp32")),
         input_size=list(input_size) if input_size is not None else None,
         resize=str(cfg.get("resize", "official")))
+    kwargs = dict(predictor_kwargs)
+    predictor = Predictor(kwargs.pop("weights"), **kwargs)
     datamodule = instantiate(cfg.data, verbose=False)
     test_sets = datamodule.evaluation_sets()
     if not test_sets:
@@ -149,5 +176,6 @@ def run_model_mode(cfg: Any, out_dir: str | Path) -> tuple[Results, dict[str, Pa
         workers=int(cfg.get("workers", 0)), hce_binarize=cfg.get("hce_binarize", "dis"),
         skeleton_cache=cfg.get("skeleton_cache"), progress=bool(cfg.get("progress", True)),
         plots=bool(cfg.get("plots", True)), overwrite=bool(cfg.get("overwrite", False)),
-        html=bool(cfg.get("html", True)))
+        html=bool(cfg.get("html", True)), num_processes=int(cfg.get("num_processes", 1)),
+        predictor_kwargs=predictor_kwargs)
     return results, paths

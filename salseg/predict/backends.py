@@ -6,21 +6,29 @@ on the CPU for onnxruntime).
 
 * PyTorch: ``sigmoid`` of the prediction logits (fused map for U2-Net, side 1 for IS-Net, see
   :func:`salseg.models.prediction_logits`); ``bf16``/``fp16`` run under ``torch.autocast``
-  (fp16 needs CUDA); ``channels_last`` is on by default (about 10% faster on the CPU as well).
+  (fp16 needs CUDA); ``channels_last`` is on by default (about 10% faster on the CPU as well);
+  BatchNorms are folded into the convolutions at load (``fold_bn``, :mod:`salseg.models.fold`;
+  the caller's module is not modified); on the CPU in fp32 the folded network is traced and
+  frozen with ``torch.jit`` once per input shape (``jit``; about 1.5x faster on 2 CPU cores,
+  docs/performance.md).
 * onnxruntime: output 0 of the graph, which is the probability map in files exported by
   ``salseg-export`` and in the official/rembg U2-Net and IS-Net exports.  Graphs with a fixed
   batch size of 1 are run image by image; float16 graphs get a float16 input.
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from salseg.models.fold import fold_batchnorm
 from salseg.models.registry import prediction_logits
 
+MAX_TRACES = 4  # traced shapes kept per runner
+BACKENDS = ("auto", "torch", "onnx")
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -52,14 +60,32 @@ class TorchRunner:
     """Run a PyTorch model in eval mode and return the prediction probabilities."""
 
     def __init__(self, model: nn.Module, name: str, device: torch.device,
-                 precision: str = "fp32", channels_last: bool | None = None) -> None:
+                 precision: str = "fp32", channels_last: bool | None = None,
+                 fold_bn: bool = True, jit: bool | None = None) -> None:
         self.name = name
         self.device = device
         self.dtype = check_precision(precision, device)
         self.channels_last = True if channels_last is None else channels_last
-        self.model = model.eval().to(device)
+        self.model = (fold_batchnorm(model) if fold_bn else model.eval()).to(device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.jit = (device.type == "cpu" and self.dtype == torch.float32) if jit is None else jit
+        self._traced: dict[tuple, torch.jit.ScriptModule] = {}
+
+    def _forward(self, x: torch.Tensor):
+        """The (traced, frozen) forward; a trace is specialised to (C, H, W), so one per shape."""
+        if not self.jit:
+            return self.model(x)
+        key = tuple(x.shape[1:])
+        traced = self._traced.get(key)
+        if traced is None:
+            if len(self._traced) >= MAX_TRACES:
+                self._traced.pop(next(iter(self._traced)))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                traced = torch.jit.freeze(torch.jit.trace(self.model, x, check_trace=False))
+            self._traced[key] = traced
+        return traced(x)
 
     @torch.inference_mode()
     def __call__(self, batch: torch.Tensor) -> torch.Tensor:
@@ -67,7 +93,7 @@ class TorchRunner:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         if self.dtype == torch.float32:
-            out = self.model(x)
+            out = self._forward(x)
         else:
             with torch.autocast(device_type=self.device.type, dtype=self.dtype):
                 out = self.model(x)
@@ -117,3 +143,34 @@ class OnnxRunner:
         if prob.ndim == 3:
             prob = prob[:, None]
         return torch.from_numpy(prob[:, :1])
+
+
+def onnxruntime_available() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def auto_backend(device: torch.device, precision: str = "fp32") -> str:
+    """``--backend auto``: onnxruntime on the CPU in fp32 when it is installed (faster than the
+    PyTorch back-end there, docs/performance.md), PyTorch otherwise (CUDA, bf16/fp16)."""
+    if device.type == "cpu" and precision == "fp32" and onnxruntime_available():
+        return "onnx"
+    return "torch"
+
+
+def exported_onnx_runner(model: nn.Module, name: str, device: torch.device,
+                         threads: int | None = None) -> OnnxRunner:
+    """Export ``model`` to a temporary ONNX file (BatchNorm folded) and load it in
+    onnxruntime; the file is removed once the session holds the graph."""
+    import tempfile
+
+    from salseg.export.onnx import export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="salseg-auto-") as tmp:
+        path = Path(tmp) / f"{name}.onnx"
+        export_onnx(model, path, name, check=False)
+        return OnnxRunner(path, device, threads)

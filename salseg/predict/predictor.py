@@ -35,7 +35,14 @@ from salseg.models.weights import (
     load_weights,
     read_state_dict,
 )
-from salseg.predict.backends import OnnxRunner, TorchRunner, resolve_device
+from salseg.predict.backends import (
+    BACKENDS,
+    OnnxRunner,
+    TorchRunner,
+    auto_backend,
+    exported_onnx_runner,
+    resolve_device,
+)
 from salseg.predict.compose import cutout as make_cutout
 from salseg.predict.compose import decontaminate as estimate_foreground
 from salseg.predict.images import ImageInput, decode_image
@@ -43,7 +50,6 @@ from salseg.predict.postprocess import RefineOptions, refine, restore_alpha, to_
 from salseg.predict.preprocess import Preprocessor
 
 log = logging.getLogger(__name__)
-BACKENDS = ("torch", "onnx")
 
 
 def onnx_model_name(path: str | Path) -> str | None:
@@ -149,10 +155,15 @@ class Predictor:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.device = resolve_device(device)
+        auto = backend == "auto"
+        if auto:  # the faster installed back-end for this device (docs/performance.md)
+            backend = auto_backend(self.device, precision)
+            is_onnx_file = isinstance(weights, (str, Path)) and \
+                Path(weights).suffix.lower() == ".onnx"
         self.backend = backend
         self.normalization = normalization
         self.refine_options = refine_options or RefineOptions()
-        if backend == "onnx":
+        if backend == "onnx" and not (auto and not is_onnx_file):
             from salseg.zoo.resolve import zoo_entry_for
 
             meta = checkpoint_meta(weights) if zoo_entry_for(weights) is not None else {}
@@ -177,7 +188,10 @@ class Predictor:
             meta = checkpoint_meta(weights) if isinstance(weights, (str, Path)) else {}
             model = model or meta.get("name")
             net, name = build_model(weights, model)
-            self.runner = TorchRunner(net, name, self.device, precision, channels_last)
+            if backend == "onnx":  # auto on the CPU with non-ONNX weights: export, then run
+                self.runner = exported_onnx_runner(net, name, self.device, onnx_threads)
+            else:
+                self.runner = TorchRunner(net, name, self.device, precision, channels_last)
         self.name = name
         self.meta = meta
         self.classes: list[str] = list(self.meta.get("classes") or [])

@@ -15,9 +15,16 @@ the initial weights have folded (identity) BatchNorm statistics, as imported fro
 such as rembg's files or model-zoo ONNX sources, where train-mode BatchNorm would destroy the
 pretrained function; ``true`` always (small-batch fine-tuning); ``false`` never, and refuses
 folded initial weights.
+
+Per-step overhead (docs/performance.md): ``activation_checkpointing`` recomputes the RSU
+blocks' activations in the backward pass (:mod:`salseg.models.checkpointing`);
+``fused_optimizer`` (default: on CUDA) builds Adam/AdamW with ``fused=True``;
+``progress_bar_loss`` (default: off on CUDA) shows the step loss in the progress bar, which
+makes Lightning convert it to a Python number — a host sync — at every step.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -29,6 +36,7 @@ from torch import nn
 
 from salseg.models.batchnorm import freeze_batchnorm, has_folded_batchnorm
 from salseg.models.card import get_card
+from salseg.models.checkpointing import enable_activation_checkpointing
 from salseg.models.weights import load_weights
 from salseg.tasks.validation import build_val_metrics
 from salseg.tasks.visualize import prediction_grid
@@ -54,6 +62,9 @@ class SegmentationTask(L.LightningModule):
         num_log_images: int = 4,
         net_kwargs: dict | None = None,
         input_size: Sequence[int] | None = None,
+        activation_checkpointing: bool = False,
+        fused_optimizer: bool | None = None,
+        progress_bar_loss: bool | None = None,
         freeze_bn: bool | str = "auto",
     ) -> None:
         super().__init__()
@@ -72,6 +83,8 @@ class SegmentationTask(L.LightningModule):
         self.channels_last = channels_last
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
+        if activation_checkpointing:
+            enable_activation_checkpointing(self.model)
         # Compiled forward kept outside the module tree, so state-dict keys stay official.
         self._compiled: list[Callable] = [torch.compile(self.model)] if compile else []
         self.val_metrics = build_val_metrics(val_convention)
@@ -116,7 +129,9 @@ class SegmentationTask(L.LightningModule):
         outputs = self(self.model_input(batch))
         loss, terms = self.compute_loss(batch, outputs)
         bs = batch["mask"].shape[0]
-        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        pbar = self.hparams.progress_bar_loss
+        pbar = self.device.type != "cuda" if pbar is None else bool(pbar)
+        self.log("train/loss", loss, prog_bar=pbar, batch_size=bs)
         self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, batch_size=bs)
         every = self.hparams.log_images_every_n_steps
         if every and self.global_step % every == 0:
@@ -168,15 +183,28 @@ class SegmentationTask(L.LightningModule):
     # -------------------------------------------------------------- optimizer
     def configure_optimizers(self) -> Any:
         params = [p for p in self.model.parameters()]
-        if self.optimizer_factory is None:
-            optimizer = torch.optim.Adam(params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)
-        else:
-            optimizer = self.optimizer_factory(params)
+        factory = self.optimizer_factory or functools.partial(
+            torch.optim.Adam, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)
+        optimizer = factory(params, **self._fused_kwargs(factory))
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval}}
+
+    def _fused_kwargs(self, factory: Callable) -> dict:
+        """``{"fused": True}`` for Adam/AdamW on CUDA (one kernel for all parameters) unless the
+        config sets ``fused``/``foreach`` itself or ``fused_optimizer=false``."""
+        fused = self.hparams.fused_optimizer
+        if fused is None:
+            fused = self.device.type == "cuda"
+        cls = getattr(factory, "func", factory)
+        given = getattr(factory, "keywords", {}) or {}
+        if not fused or cls not in (torch.optim.Adam, torch.optim.AdamW):
+            return {}
+        if "fused" in given or "foreach" in given:
+            return {}
+        return {"fused": True}
 
     # ---------------------------------------------------------------- logging
     def _log_grid(self, tag: str, batch: dict, outputs: Any) -> None:

@@ -1,0 +1,89 @@
+"""Data-parallel prediction: ``salseg-predict --num-processes N``.
+
+The input list is split into ``N`` shards (``items[rank::N]``, so every shard gets a similar mix
+of sizes); each shard runs the ordinary batch loop (:func:`salseg.predict.batch.predict_files`)
+in its own process with its own :class:`~salseg.predict.predictor.Predictor`.  Processes are
+started with ``spawn`` and get ``cpu_count // N`` threads each on the CPU; on CUDA rank ``r``
+uses device ``cuda:(r % device_count)``.  Every image goes through exactly the same code as in
+one process, so the files written are the same; outputs that already exist are skipped as in
+one process, so an interrupted run restarted with the same command finishes only what is
+missing.  The per-shard summaries are added into one :class:`RunSummary`.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from salseg.predict.batch import RunSummary, SaveOptions
+from salseg.predict.inputs import InputItem
+
+
+def shard(items: list, rank: int, world: int) -> list:
+    """The items of ``rank`` out of ``world`` (strided, order kept)."""
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"bad shard {rank} of {world}")
+    return items[rank::world]
+
+
+def _device_for(device: str, rank: int) -> str:
+    if device in ("auto", "cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            return f"cuda:{rank % torch.cuda.device_count()}"
+        if device == "cuda":
+            return device  # Predictor reports that CUDA is missing
+        return "cpu"
+    return device
+
+
+def _run_shard(rank: int, world: int, predictor_kwargs: dict[str, Any], items: list[InputItem],
+               outdir: str, save: SaveOptions, loop_kwargs: dict[str, Any]) -> RunSummary:
+    import torch
+
+    from salseg.predict.batch import predict_files
+    from salseg.predict.predictor import Predictor
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+    kwargs = dict(predictor_kwargs)
+    kwargs["device"] = _device_for(str(kwargs.get("device", "auto")), rank)
+    if kwargs.get("weights") is None:
+        torch.manual_seed(0)  # random weights: the same in every process
+    predictor = Predictor(kwargs.pop("weights", None), **kwargs)
+    return predict_files(predictor, shard(items, rank, world), outdir, save, progress=False,
+                         **loop_kwargs)
+
+
+def predict_files_parallel(predictor_kwargs: dict[str, Any], items: list[InputItem],
+                           outdir: str | Path, save: SaveOptions = SaveOptions(),
+                           num_processes: int = 2, summary: RunSummary | None = None,
+                           progress: bool = True, **loop_kwargs: Any) -> RunSummary:
+    """Predict ``items`` with ``num_processes`` processes; ``predictor_kwargs`` are the
+    :class:`Predictor` arguments (``weights`` included); ``loop_kwargs`` go to
+    :func:`predict_files` (``batch_size``, ``num_workers``, ``max_pixels``)."""
+    if num_processes < 1:
+        raise ValueError(f"num_processes must be >= 1, got {num_processes}")
+    summary = summary or RunSummary()
+    world = min(num_processes, max(1, len(items)))
+    ctx = get_context("spawn")
+    with ProcessPoolExecutor(max_workers=world, mp_context=ctx) as pool:
+        futures = {pool.submit(_run_shard, rank, world, predictor_kwargs, items, str(outdir),
+                               save, loop_kwargs): rank for rank in range(world)}
+        done = 0
+        for future in as_completed(futures):
+            part = future.result()  # an error in a rank (e.g. bad weights) is raised here
+            done += 1
+            summary.total += part.total
+            summary.written += part.written
+            summary.skipped += part.skipped
+            summary.outputs += part.outputs
+            summary.failed.extend(part.failed)
+            if progress:
+                print(f"[salseg] shard {futures[future]} done ({done}/{world}): "
+                      f"{part.written} predicted, {part.skipped} skipped, {len(part.failed)} "
+                      "failed", file=sys.stderr, flush=True)
+    return summary
