@@ -16,9 +16,10 @@ from PIL import Image
 from salseg.data.datasets import SegDataset
 from salseg.data.sources import Pair
 from salseg.data.transforms import build_recipe
-from salseg.evaluation.model import _Images
-from salseg.predict.batch import PredictDataset
+from salseg.evaluation.model import decode_pair
+from salseg.predict.batch import FileDecoder
 from salseg.predict.inputs import InputItem
+from salseg.predict.loop import _Decode
 from salseg.predict.predictor import Predictor
 from salseg.predict.preprocess import Preprocessor
 
@@ -93,10 +94,10 @@ def test_salseg_predict_and_eval_decoders_carry_gray(gray_image, tmp_path):
     path = save(gray_image, tmp_path / "g.png")
     ref = official_u2net_gray(gray_image, SIZE)
     p = Predictor(random_model("u2netp", seed=1), model="u2netp", input_size=SIZE)
-    sample = PredictDataset([InputItem(path, "g")], p.preprocessor, keep_image=False)[0]
+    sample = _Decode([InputItem(path, "g")], FileDecoder(), p.prepare, keep_image=False)[0]
     assert sample["error"] is None
     np.testing.assert_allclose(sample["input"].double().numpy(), ref, atol=1e-5, rtol=0)
-    x, _, _ = _Images([Pair(str(path), str(path), "g")], p)[0]
+    x = _Decode([Pair(str(path), str(path), "g")], decode_pair, p.prepare, False)[0]["input"]
     np.testing.assert_allclose(x.double().numpy(), ref, atol=1e-5, rtol=0)
 
 

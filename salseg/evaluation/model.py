@@ -3,7 +3,7 @@ exactly as ``salseg-predict`` would (the model's official preprocessing, the pre
 to the image's original size and quantised to 8 bits like a saved PNG), then score the maps
 against the original GT masks with the same code as folder mode.
 
-Images are decoded in DataLoader workers; predictions can also be saved as PNG
+Images are decoded in DataLoader workers by the shared loop (:mod:`salseg.predict.loop`); predictions can also be saved as PNG
 (``save_predictions``), so that ``salseg-eval pred_dir=...`` reproduces the numbers.
 ``num_processes > 1`` predicts in several processes first (:mod:`salseg.evaluation.parallel`).
 """
@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 
 from salseg.data.io import load_image
 from salseg.data.sources import Pair
@@ -25,38 +23,28 @@ from salseg.evaluation.io import read_map_u8
 from salseg.evaluation.report import Results, check_free, write_reports
 from salseg.evaluation.scoring import DatasetScores, score_pairs
 from salseg.predict.io import write_png
+from salseg.predict.loop import predict_items
 from salseg.predict.postprocess import to_uint8
 from salseg.predict.predictor import Predictor
 
 
-class _Images(Dataset):
-    def __init__(self, pairs: Sequence[Pair], predictor: Predictor) -> None:
-        self.pairs, self.predictor = list(pairs), predictor
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, tuple[int, int], int]:
-        loaded = load_image(self.pairs[i].image)
-        image = loaded.array
-        if self.pairs[i].hflip:
-            image = np.ascontiguousarray(image[:, ::-1])
-        return self.predictor.prepare(image, loaded.gray), image.shape[:2], i
-
-
-def _collate(items: list) -> tuple[torch.Tensor, list[tuple[int, int]], list[int]]:
-    return torch.stack([x for x, _, _ in items]), [s for _, s, _ in items], [i for _, _, i in items]
+def decode_pair(pair: Pair) -> tuple[np.ndarray, bool]:
+    """A test image as the loop decodes it: ``load_image``, mirrored for an ``hflip`` pair."""
+    loaded = load_image(pair.image)
+    image = loaded.array
+    if pair.hflip:
+        image = np.ascontiguousarray(image[:, ::-1])
+    return image, loaded.gray
 
 
 def predict_pairs(predictor: Predictor, pairs: Sequence[Pair], batch_size: int = 4,
                   num_workers: int = 0) -> Iterator[tuple[Pair, np.ndarray]]:
-    """Yield ``(pair, uint8 prediction at the image's size)`` for every pair, in order."""
-    loader = DataLoader(_Images(pairs, predictor), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers, collate_fn=_collate)
-    for batch, sizes, idx in loader:
-        probs = predictor.infer(batch)
-        for prob, size, i in zip(probs, sizes, idx):
-            yield pairs[i], to_uint8(predictor.finish(prob, size))
+    """Yield ``(pair, uint8 prediction at the image's size)`` for every pair, in order (the
+    shared loop of :mod:`salseg.predict.loop`; a failure is raised)."""
+    for result in predict_items(predictor, list(pairs), decode_pair, batch_size=batch_size,
+                                num_workers=num_workers):
+        result.raise_error()
+        yield result.item, to_uint8(result.alpha())
 
 
 def _read_maps(pairs: Sequence[Pair], folder: Path) -> Iterator[tuple[Pair, np.ndarray]]:

@@ -1,5 +1,6 @@
-"""The batch loop behind ``salseg-predict``: decode in DataLoader workers, predict in batches,
-post-process and write every requested output atomically.
+"""``salseg-predict`` over files: the shared batched loop (:mod:`salseg.predict.loop`) decodes
+in DataLoader workers and predicts in batches; this module post-processes and writes every
+requested output atomically, and applies the CLI's policies.
 
 Rules:
 
@@ -25,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 
 from salseg.data.errors import DataError
 from salseg.data.io import image_size, load_image, read_image
@@ -38,9 +38,9 @@ from salseg.predict.inputs import (
     output_path,
 )
 from salseg.predict.io import OutputExistsError, write_png
+from salseg.predict.loop import Prediction, predict_items
 from salseg.predict.postprocess import to_uint8
 from salseg.predict.predictor import Predictor
-from salseg.predict.preprocess import Preprocessor
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb warning threshold
 
@@ -83,45 +83,25 @@ def set_pixel_limit(max_pixels: int | None) -> None:
     Image.MAX_IMAGE_PIXELS = int(max_pixels) if max_pixels else None
 
 
-class PredictDataset(Dataset):
-    """Decode and preprocess images; failures come back as records, never as exceptions."""
+class FileDecoder:
+    """Decode one input file for :func:`salseg.predict.loop.predict_items`: refuse it from its
+    header when it is above ``max_pixels``, then ``load_image`` (RGB array + gray flag)."""
 
-    def __init__(self, items: list[InputItem], preprocessor: Preprocessor, keep_image: bool,
-                 max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
-        self.items = items
-        self.preprocessor = preprocessor
-        self.keep_image = keep_image
+    def __init__(self, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
         self.max_pixels = max_pixels
 
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> dict:
-        path = self.items[index].path
-        try:
-            if self.max_pixels:
-                with warnings.catch_warnings():  # reported below, by name
-                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                    h, w = image_size(path)
-                if h * w > self.max_pixels:
-                    raise DataError(f"image is {w}x{h} = {h * w / 1e6:.1f} MP, above the limit of "
-                                    f"{self.max_pixels / 1e6:.1f} MP (raise it with --max-pixels)",
-                                    path)
-            loaded = load_image(path)
-            image = loaded.array
-            x = self.preprocessor(image, loaded.gray)
-        except DataError as exc:
-            return {"index": index, "error": exc.problem}
-        except MemoryError:
-            return {"index": index, "error": "out of memory while decoding (lower --max-pixels)"}
-        except Exception as exc:  # noqa: BLE001 - reported by name, the run goes on
-            return {"index": index, "error": f"{type(exc).__name__}: {exc}"}
-        return {"index": index, "error": None, "input": x, "size": tuple(image.shape[:2]),
-                "image": torch.from_numpy(np.array(image)) if self.keep_image else None}
-
-
-def _collate(samples: list[dict]) -> list[dict]:
-    return samples
+    def __call__(self, item: InputItem) -> tuple[np.ndarray, bool]:
+        path = item.path
+        if self.max_pixels:
+            with warnings.catch_warnings():  # reported by the loop, by name
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                h, w = image_size(path)
+            if h * w > self.max_pixels:
+                raise DataError(f"image is {w}x{h} = {h * w / 1e6:.1f} MP, above the limit of "
+                                f"{self.max_pixels / 1e6:.1f} MP (raise it with --max-pixels)",
+                                path)
+        loaded = load_image(path)
+        return loaded.array, loaded.gray
 
 
 class _WorkerInit:
@@ -203,11 +183,9 @@ def _predict(predictor: Predictor, items: list[InputItem], outdir: str | Path,
     if not work:
         return summary
     keep_image = any(k != "mask" for _, t in work for k in t)
-    dataset = PredictDataset([w[0] for w in work], predictor.preprocessor, keep_image, max_pixels)
-    loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=_collate, worker_init_fn=_WorkerInit(max_pixels),
-                        pin_memory=predictor.device.type == "cuda",
-                        persistent_workers=False)
+    results = predict_items(predictor, [w[0] for w in work], FileDecoder(max_pixels),
+                            batch_size=batch_size, num_workers=num_workers,
+                            keep_image=keep_image, worker_init_fn=_WorkerInit(max_pixels))
     bar = tqdm(total=len(work), unit="img", disable=not progress, file=sys.stderr)
     # post-processing and PNG encoding run in threads (they release the GIL), so the next
     # batch is already being inferred; at most 2 * post_workers images wait in memory
@@ -220,10 +198,9 @@ def _predict(predictor: Predictor, items: list[InputItem], outdir: str | Path,
         summary.failed.append(InputProblem(name, problem))
         bar.write(f"FAILED {name}: {problem}", file=sys.stderr)
 
-    def finish_and_write(sample: dict, prob: torch.Tensor) -> int:
-        alpha = predictor.finish(prob, sample["size"])
-        image = sample["image"].numpy() if sample["image"] is not None else None
-        return write_outputs(image, alpha, work[sample["index"]][1], save, background)
+    def finish_and_write(result: Prediction) -> int:
+        alpha = result.alpha()
+        return write_outputs(result.image, alpha, work[result.index][1], save, background)
 
     def drain(limit: int) -> None:
         while len(pending) > limit:
@@ -235,23 +212,13 @@ def _predict(predictor: Predictor, items: list[InputItem], outdir: str | Path,
                 fail(index, f"{type(exc).__name__}: {exc}")
 
     try:
-        for batch in loader:
-            good = [s for s in batch if s["error"] is None]
-            for s in batch:
-                if s["error"] is not None:
-                    fail(s["index"], s["error"])
-            probs: torch.Tensor | None = None
-            if good:
-                try:
-                    probs = predictor.infer(torch.stack([s["input"] for s in good]))
-                except Exception as exc:  # noqa: BLE001 - e.g. out of GPU memory
-                    for s in good:
-                        fail(s["index"], f"inference failed ({type(exc).__name__}: {exc})")
-            if probs is not None:
-                for s, prob in zip(good, probs):
-                    pending.append((s["index"], pool.submit(finish_and_write, s, prob)))
+        for result in results:
+            if result.error is not None:
+                fail(result.index, result.error)
+            else:
+                pending.append((result.index, pool.submit(finish_and_write, result)))
             drain(2 * post_workers)
-            bar.update(len(batch))
+            bar.update(1)
         drain(0)
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

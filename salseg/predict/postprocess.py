@@ -55,6 +55,9 @@ def restore_mode(how: str | Preprocessing) -> str:
     return get_card(how).preprocessing.restore
 
 
+DEFAULT_NORMALIZATION = "minmax"  # the Predictor's default normalisation of the prediction
+
+
 def restore_alpha(prob: torch.Tensor, original_size: tuple[int, int],
                   model: str | Preprocessing, normalization: str = "minmax") -> np.ndarray:
     """Probability ``(h, w)`` at model resolution -> float32 alpha ``(H, W)`` at ``original_size``.

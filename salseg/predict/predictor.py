@@ -46,7 +46,13 @@ from salseg.predict.backends import (
 from salseg.predict.compose import cutout as make_cutout
 from salseg.predict.compose import decontaminate as estimate_foreground
 from salseg.predict.images import ImageInput, decode_image
-from salseg.predict.postprocess import RefineOptions, refine, restore_alpha, to_uint8
+from salseg.predict.postprocess import (
+    DEFAULT_NORMALIZATION,
+    RefineOptions,
+    refine,
+    restore_alpha,
+    to_uint8,
+)
 from salseg.predict.preprocess import Preprocessor
 
 log = logging.getLogger(__name__)
@@ -143,6 +149,10 @@ def _zoo_onnx(weights: object) -> object:
         raise WeightsError(str(exc)) from exc
 
 
+def _as_decoded(item: tuple[np.ndarray, bool]) -> tuple[np.ndarray, bool]:
+    return item
+
+
 class Predictor:
     """Load a model once; predict masks for PIL / NumPy / tensor images or file paths."""
 
@@ -150,7 +160,8 @@ class Predictor:
                  model: str | None = None, *, device: str | torch.device = "auto",
                  precision: str = "fp32", backend: str = "torch",
                  input_size: int | Sequence[int] | None = None, resize: str = "official",
-                 normalization: str = "minmax", refine_options: RefineOptions | None = None,
+                 normalization: str = DEFAULT_NORMALIZATION,
+                 refine_options: RefineOptions | None = None,
                  channels_last: bool | None = None, onnx_threads: int | None = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -257,10 +268,13 @@ class Predictor:
         return self._alphas([decode_image(im) for im in images])
 
     def _alphas(self, decoded: Sequence[tuple[np.ndarray, bool]]) -> list[np.ndarray]:
-        if not decoded:
-            return []
-        probs = self.infer(torch.stack([self.prepare(a, g) for a, g in decoded]))
-        return [self.finish(p, a.shape[:2]) for p, (a, _) in zip(probs, decoded)]
+        from salseg.predict.loop import predict_items
+
+        alphas = []
+        for result in predict_items(self, decoded, _as_decoded, batch_size=max(1, len(decoded))):
+            result.raise_error()
+            alphas.append(result.alpha())
+        return alphas
 
     def predict_alpha(self, image: ImageInput) -> np.ndarray:
         """Float32 alpha ``(H, W)`` in [0, 1] at the image's size."""
