@@ -219,17 +219,31 @@ def test_bad_arguments(tmp_path):
 
 def test_cache_gives_the_same_batches(tmp_path):
     make_pairs(tmp_path / "im", tmp_path / "gt", n=3, h=40, w=56)
-    kw = dict(name="c", root=str(tmp_path), test=[{"kind": "folder", "images": "im", "masks": "gt"}],
-              aug={"name": "isnet_paper", "size": 32}, batch_size=3, verbose=False)
-    plain = next(iter(SegDataModule(**kw).test_dataloader()[0]))
+    source = [{"kind": "folder", "images": "im", "masks": "gt"}]
+    kw = dict(name="c", root=str(tmp_path), train=source, test=source,
+              aug={"name": "isnet_paper", "size": 32, "flip": "none"}, batch_size=3,
+              verbose=False)
+
+    def training_samples(dm: SegDataModule) -> list[dict]:
+        dm.setup("fit")
+        ds = dm.make_dataset(dm.train_pairs, True)
+        return [ds[i] for i in range(len(ds))]
+
+    plain = training_samples(SegDataModule(**kw))
     dm = SegDataModule(cache={"enabled": True, "dir": str(tmp_path / "cache")}, **kw)
-    cached = next(iter(dm.test_dataloader()[0]))
-    cached2 = next(iter(dm.test_dataloader()[0]))
-    torch.testing.assert_close(plain["image"], cached["image"])
-    torch.testing.assert_close(plain["mask"], cached["mask"], atol=1.5 / 255, rtol=0)
-    torch.testing.assert_close(cached["image"], cached2["image"])
+    cached, cached2 = training_samples(dm), training_samples(dm)
+    for a, b, c in zip(plain, cached, cached2):
+        torch.testing.assert_close(a["image"], b["image"])
+        torch.testing.assert_close(a["mask"], b["mask"], atol=1.5 / 255, rtol=0)
+        torch.testing.assert_close(b["image"], c["image"])
     assert dm.cache.misses == 3 and dm.cache.hits == 3
-    assert all(torch.equal(a, b) for a, b in zip(plain["gt"], cached["gt"]))
+    # evaluation images are prepared from the original files by the card's Preprocessor (as
+    # salseg-predict does), never from the resize cache
+    test_plain = next(iter(SegDataModule(**kw).test_dataloader()[0]))
+    test_cached = next(iter(dm.test_dataloader()[0]))
+    assert dm.cache.misses == 3 and dm.cache.hits == 3
+    torch.testing.assert_close(test_plain["image"], test_cached["image"], atol=0, rtol=0)
+    assert all(torch.equal(a, b) for a, b in zip(test_plain["gt"], test_cached["gt"]))
 
 
 def test_custom_config_through_hydra(tmp_path):

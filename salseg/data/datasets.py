@@ -4,7 +4,9 @@ Sample / batch contract (stable; used by training and evaluation):
 
 * training sample: ``{"image": float (3, h, w) normalised, "mask": float (1, h, w) in [0, 1],
   "path": str}``.
-* evaluation sample (``with_gt=True``): the same plus ``"gt"``: the original-resolution mask
+* evaluation sample (``with_gt=True``): the same (``train=False``: the image prepared by the
+  model card's :class:`~salseg.predict.preprocess.Preprocessor` from the original file, never
+  from the resize cache, exactly as ``salseg-predict`` prepares it) plus ``"gt"``: the original-resolution mask
   ``(1, H0, W0)`` in [0, 1], ``"size"``: ``(H0, W0)``, ``"image_path"``, ``"mask_path"``,
   ``"name"`` (the stem, with ``__hflip`` for virtual flips).
 * ``mask_only=True`` (IS-Net phase 1, GT encoder): ``"image"`` is the transformed mask
@@ -55,6 +57,13 @@ class SegDataset(Dataset):
         self.alpha = alpha
         self.cache = cache
         self.transform = SegTransform(recipe, train, seed)
+        # evaluation images: the model card's one preprocessing implementation, as salseg-predict
+        # and salseg-eval model mode (same resize, same normalisation, same grayscale rule)
+        self.preprocessor = None
+        if not train and not mask_only:
+            from salseg.predict.preprocess import Preprocessor
+
+            self.preprocessor = Preprocessor(recipe.spec, input_size=recipe.input_size)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -67,7 +76,7 @@ class SegDataset(Dataset):
         """Image uint8 (H, W, 3), mask (uint8 levels or float32 [0, 1]), cached if enabled, and
         whether the image was single-channel (its normalisation follows the gray rule)."""
         size = self.recipe.size if self.train else self.recipe.input_size
-        if self.cache is not None:
+        if self.cache is not None and self.preprocessor is None:
             image, mask = self.cache.get(pair, size)
             return image, mask, (not self.mask_only) and image_is_gray(pair.image)
         assert pair.mask is not None
@@ -81,15 +90,20 @@ class SegDataset(Dataset):
             image, mask = image[:, ::-1], mask[:, ::-1]
         if self.mask_only:
             image = np.repeat((mask_to_unit(mask) * 255.0)[..., None], 3, axis=2)
-        out = self.transform(np.ascontiguousarray(image), np.ascontiguousarray(mask),
-                             gray=gray and not self.mask_only)
+        if self.preprocessor is not None:
+            out = {"image": self.preprocessor(np.ascontiguousarray(image), gray),
+                   "mask": self.transform.eval_mask(np.ascontiguousarray(mask))}
+        else:
+            out = self.transform(np.ascontiguousarray(image), np.ascontiguousarray(mask),
+                                 gray=gray and not self.mask_only)
         sample: dict[str, Any] = {"image": out["image"], "mask": out["mask"], "path": pair.image}
         if self.mask_only:
             sample["image"] = out["mask"].clone()
         if self.with_gt:
             assert pair.mask is not None
-            gt = read_mask(pair.mask) if self.cache is not None else mask_to_unit(mask)
-            if pair.hflip and self.cache is not None:
+            cached = self.cache is not None and self.preprocessor is None
+            gt = read_mask(pair.mask) if cached else mask_to_unit(mask)
+            if pair.hflip and cached:
                 gt = gt[:, ::-1]
             gt_t = torch.from_numpy(np.ascontiguousarray(gt, dtype=np.float32)).unsqueeze(0)
             sample.update(

@@ -21,9 +21,12 @@ A recipe is chosen with ``aug=<name>`` (``configs/aug/*.yaml``); every field can
   but bilinear masks), horizontal flip, affine scale/rotate/translate (bilinear, reflected
   borders, masks transformed with the same parameters), colour jitter, blur, noise.
 
-Evaluation transform (all recipes): resize to ``eval_size`` (default ``size``; 320 for
-u2net_paper, as ``u2net_test.py``) with the recipe's interpolation/truncation, then the same
-normalisation; the dataset carries the original-resolution mask and size alongside.
+Evaluation transform (all recipes): the mask is resized to ``eval_size`` (default ``size``; 320
+for u2net_paper, as ``u2net_test.py``) with the recipe's interpolation/truncation; the image of
+a validation sample is prepared by the model card's one preprocessing implementation
+(:class:`salseg.predict.preprocess.Preprocessor`, the one ``salseg-predict`` and ``salseg-eval``
+model mode use) at ``eval_size``; the dataset carries the original-resolution mask and size
+alongside.
 
 Normalisation follows :meth:`salseg.models.card.Preprocessing.normalize` of the model card
 named by ``normalization`` (with its grayscale rule; ``gray`` overrides the rule, e.g.
@@ -373,16 +376,27 @@ class SegTransform:
             m = None
         else:
             out = self.pipeline(image=image, mask=mask)
-            m = np.clip(out["mask"], 0.0, 1.0)
-            if self.recipe.mask_norm == "max":
-                peak = float(m.max()) if m.size else 0.0
-                if 1e-6 <= peak < 1.0:  # official ToTensorLab: label / max(label)
-                    m = m * np.float32(1.0 / peak)
+            m = out["mask"]
         res = {"image": torch.from_numpy(normalize_hwc(out["image"], self.spec, self.value_max,
                                                        gray))}
         if m is not None:
-            res["mask"] = torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32)).unsqueeze(0)
+            res["mask"] = self._mask_tensor(m)
         return res
+
+    def eval_mask(self, mask: np.ndarray) -> torch.Tensor:
+        """The evaluation transform of a mask alone: ``(1, h, w)`` at the recipe's input size
+        (the image is prepared by the model card's preprocessing, see ``SegDataset``)."""
+        r = self.recipe
+        return self._mask_tensor(resize_mask(mask, r.input_size, r.mask_interpolation,
+                                             r.truncate_uint8))
+
+    def _mask_tensor(self, m: np.ndarray) -> torch.Tensor:
+        m = np.clip(m, 0.0, 1.0)
+        if self.recipe.mask_norm == "max":
+            peak = float(m.max()) if m.size else 0.0
+            if 1e-6 <= peak < 1.0:  # official ToTensorLab: label / max(label)
+                m = m * np.float32(1.0 / peak)
+        return torch.from_numpy(np.ascontiguousarray(m, dtype=np.float32)).unsqueeze(0)
 
 
 def normalize_hwc(image: np.ndarray, spec: Preprocessing, value_max: float = 1.0,

@@ -219,7 +219,7 @@ class Predictor:
         """The PyTorch module (``None`` for the onnx backend)."""
         return getattr(self.runner, "model", None)
 
-    # -- the steps, also used by the batch loop of salseg-predict ---------------------------
+    # -- the steps of the shared batched loop (salseg.predict.loop) and of salseg-serve -----
     def prepare(self, image: np.ndarray, gray: bool = False) -> torch.Tensor:
         """Normalised model input ``(3, h, w)`` for a uint8 RGB image (``gray``: decoded from
         one channel, normalised by the preprocessing's grayscale rule)."""

@@ -6,6 +6,13 @@ Hydra ``_partial_`` objects, validation metrics from ``salseg.metrics`` computed
 ground truth's original resolution, and TensorBoard logging of every loss term and of image grids
 (input / GT / prediction).  Subclasses define ``compute_loss``.
 
+Validation (conventions ``u2net`` and ``dis``) scores exactly the maps ``salseg-predict`` would
+save: the datamodule prepares the inputs with the card's ``Preprocessor``, and each prediction
+is restored to the GT's resolution by :func:`salseg.predict.postprocess.restore_alpha` (the
+card's ``restore`` mode, min-max normalisation) and quantised to 8 bits, so ``val/maxF`` and
+``val/mae`` equal ``salseg-eval`` model mode's ``max_f`` and ``mae`` on the same data.  The
+``dis_valid`` convention keeps the official IS-Net ``valid()`` (float maps, bilinear).
+
 Validation loaders are logged under the datamodule's ``val_loader_prefixes``: ``val/...`` for
 the selection data, ``test_monitor/<set>/...`` for test sets watched for information only.
 
@@ -38,7 +45,8 @@ from salseg.models.batchnorm import freeze_batchnorm, has_folded_batchnorm
 from salseg.models.card import get_card
 from salseg.models.checkpointing import enable_activation_checkpointing
 from salseg.models.weights import load_weights
-from salseg.tasks.validation import build_val_metrics
+from salseg.predict.postprocess import DEFAULT_NORMALIZATION, restore_alpha, to_uint8
+from salseg.tasks.validation import PREDICT_RESTORED, build_val_metrics
 from salseg.tasks.visualize import prediction_grid
 
 log = logging.getLogger(__name__)
@@ -161,13 +169,18 @@ class SegmentationTask(L.LightningModule):
         outputs = self(self.model_input(batch))
         prob = torch.sigmoid(self.card.outputs(outputs).prediction.float())
         gts: Sequence[torch.Tensor] = batch.get("gt") or list(batch["mask"])
+        as_predicted = self.hparams.val_convention in PREDICT_RESTORED and "gt" in batch
         for p, gt in zip(prob, gts):
             gt = gt.to(p.device).float()
             if gt.ndim == 2:
                 gt = gt[None]
-            if p.shape[-2:] != gt.shape[-2:]:
+            if as_predicted:  # exactly the map salseg-predict saves (restore, 8 bits)
+                alpha = restore_alpha(p, tuple(gt.shape[-2:]), self.spec, DEFAULT_NORMALIZATION)
+                p = torch.from_numpy(to_uint8(alpha)).to(p.device)[None]
+                gt = torch.round(gt * 255).to(torch.uint8)  # the stored 8-bit levels, as read
+            elif p.shape[-2:] != gt.shape[-2:]:
                 p = F.interpolate(p[None], size=gt.shape[-2:], mode="bilinear", align_corners=False)[0]
-            metrics.update(p.clamp(0, 1), gt)
+            metrics.update(p if as_predicted else p.clamp(0, 1), gt)
         if batch_idx == 0 and dataloader_idx == 0:
             self._log_grid("val/images", batch, outputs)
 

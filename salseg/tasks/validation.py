@@ -30,6 +30,8 @@ from salseg.metrics.fmeasure import (
 from salseg.metrics.mae import MAE
 from salseg.metrics.protocol import gt_to_u8
 
+# conventions scored on the maps salseg-predict saves (restored to the GT size, 8 bits)
+PREDICT_RESTORED = ("u2net", "dis")
 CONVENTIONS = {"u2net": FMeasureMeanPR, "dis": FMeasureMeanCurve, "dis_valid": FMeasureDISValid}
 
 
