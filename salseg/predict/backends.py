@@ -56,6 +56,20 @@ def check_precision(precision: str, device: torch.device) -> torch.dtype:
     return PRECISIONS[precision]
 
 
+class PredictionLogits(nn.Module):
+    """The network followed by its card's output adapter: one tensor, the prediction logits.
+
+    Tracing this (not the bare network) keeps ``torch.jit`` independent of the structure an
+    architecture returns (lists, tuples, dicts)."""
+
+    def __init__(self, model: nn.Module, name: str) -> None:
+        super().__init__()
+        self.model, self.name = model, name
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return prediction_logits(self.name, self.model(x))
+
+
 class TorchRunner:
     """Run a PyTorch model in eval mode and return the prediction probabilities."""
 
@@ -69,13 +83,14 @@ class TorchRunner:
         self.model = (fold_batchnorm(model) if fold_bn else model.eval()).to(device)
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.logits = PredictionLogits(self.model, name).eval()
         self.jit = (device.type == "cpu" and self.dtype == torch.float32) if jit is None else jit
         self._traced: dict[tuple, torch.jit.ScriptModule] = {}
 
     def _forward(self, x: torch.Tensor):
         """The (traced, frozen) forward; a trace is specialised to (C, H, W), so one per shape."""
         if not self.jit:
-            return self.model(x)
+            return self.logits(x)
         key = tuple(x.shape[1:])
         traced = self._traced.get(key)
         if traced is None:
@@ -83,7 +98,7 @@ class TorchRunner:
                 self._traced.pop(next(iter(self._traced)))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                traced = torch.jit.freeze(torch.jit.trace(self.model, x, check_trace=False))
+                traced = torch.jit.freeze(torch.jit.trace(self.logits, x, check_trace=False))
             self._traced[key] = traced
         return traced(x)
 
@@ -96,8 +111,8 @@ class TorchRunner:
             out = self._forward(x)
         else:
             with torch.autocast(device_type=self.device.type, dtype=self.dtype):
-                out = self.model(x)
-        return torch.sigmoid(prediction_logits(self.name, out).float()).contiguous()
+                out = self.logits(x)
+        return torch.sigmoid(out.float()).contiguous()
 
 
 class OnnxRunner:
