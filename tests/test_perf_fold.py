@@ -1,4 +1,4 @@
-"""BatchNorm folding for inference (salseg.models.fold) keeps outputs within parity tolerance."""
+"""BatchNorm folding for inference (salseg.models.batchnorm) keeps outputs within parity tolerance."""
 from __future__ import annotations
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from salseg.models import create_model
-from salseg.models.fold import fold_batchnorm, fold_conv_bn
+from salseg.models.batchnorm import fold_batchnorm, fold_conv_bn
 from salseg.models.registry import official_flat
 from salseg.predict.backends import TorchRunner
 

@@ -7,7 +7,7 @@ on the CPU for onnxruntime).
 * PyTorch: ``sigmoid`` of the prediction logits (fused map for U2-Net, side 1 for IS-Net, see
   :func:`salseg.models.prediction_logits`); ``bf16``/``fp16`` run under ``torch.autocast``
   (fp16 needs CUDA); ``channels_last`` is on by default (about 10% faster on the CPU as well);
-  BatchNorms are folded into the convolutions at load (``fold_bn``, :mod:`salseg.models.fold`;
+  BatchNorms are folded into the convolutions at load (``fold_bn``, :mod:`salseg.models.batchnorm`;
   the caller's module is not modified); on the CPU in fp32 the folded network is traced and
   frozen with ``torch.jit`` once per input shape (``jit``; about 1.5x faster on 2 CPU cores,
   docs/performance.md).
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from salseg.models.fold import fold_batchnorm
+from salseg.models.batchnorm import fold_batchnorm
 from salseg.models.registry import prediction_logits
 
 MAX_TRACES = 4  # traced shapes kept per runner
