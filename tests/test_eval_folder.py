@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures.predict.helpers import single_thread  # noqa: F401 - one torch thread per module
 from hydra import compose, initialize_config_dir
 from PIL import Image
 from scipy import ndimage
@@ -23,12 +24,6 @@ from salseg.metrics import RESULT_KEYS, SaliencyMetrics
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_dataset(root: Path, n: int = 5, size: tuple[int, int] = (48, 64)) -> tuple[Path, Path]:

@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 import pytest
-import torch
+from fixtures.predict.helpers import single_thread  # noqa: F401 - one torch thread per module
 from PIL import Image
 
 from salseg.evaluation import EvaluationError, evaluate_folders
@@ -20,14 +20,6 @@ from salseg.evaluation.html import (
     render_report,
 )
 from salseg.evaluation.scoring import DatasetScores
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_error_overlay_colours():

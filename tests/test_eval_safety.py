@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures.predict.helpers import single_thread  # noqa: F401 - one torch thread per module
 from PIL import Image
 
 from salseg.data.io import load_image, load_mask, read_image
@@ -22,12 +23,6 @@ from salseg.evaluation.io import read_map_u8
 ORIENTATION = 0x0112
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _square(h=24, w=32, top=4, left=6, size=10) -> np.ndarray:

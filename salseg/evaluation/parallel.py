@@ -11,7 +11,6 @@ the same output folder (``overwrite=true``) only predicts what is missing.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from salseg.data.sources import Pair
-from salseg.predict.parallel import _device_for, shard
+from salseg.predict.parallel import rank_predictor, shard
 
 
 def map_name(pair: Pair) -> str:
@@ -28,18 +27,10 @@ def map_name(pair: Pair) -> str:
 
 def _predict_shard(rank: int, world: int, predictor_kwargs: dict[str, Any],
                    pairs: list[Pair], folder: str, batch_size: int, num_workers: int) -> int:
-    import torch
-
     from salseg.evaluation.model import predict_pairs
     from salseg.predict.io import write_png
-    from salseg.predict.predictor import Predictor
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    kwargs = dict(predictor_kwargs)
-    kwargs["device"] = _device_for(str(kwargs.get("device", "auto")), rank)
-    if kwargs.get("weights") is None:
-        torch.manual_seed(0)  # random weights: the same in every process
-    predictor = Predictor(kwargs.pop("weights", None), **kwargs)
+    predictor = rank_predictor(predictor_kwargs, rank, world)
     todo = shard(pairs, rank, world)
     for pair, pred in predict_pairs(predictor, todo, batch_size, num_workers):
         write_png(pred, Path(folder) / f"{map_name(pair)}.png", overwrite=True)

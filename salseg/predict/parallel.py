@@ -41,11 +41,11 @@ def _device_for(device: str, rank: int) -> str:
     return device
 
 
-def _run_shard(rank: int, world: int, predictor_kwargs: dict[str, Any], items: list[InputItem],
-               outdir: str, save: SaveOptions, loop_kwargs: dict[str, Any]) -> RunSummary:
+def rank_predictor(predictor_kwargs: dict[str, Any], rank: int, world: int):
+    """The :class:`Predictor` of one worker process: ``cpu_count // world`` threads, the rank's
+    device, and (for random weights) the same seed in every process."""
     import torch
 
-    from salseg.predict.batch import predict_files
     from salseg.predict.predictor import Predictor
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
@@ -53,7 +53,14 @@ def _run_shard(rank: int, world: int, predictor_kwargs: dict[str, Any], items: l
     kwargs["device"] = _device_for(str(kwargs.get("device", "auto")), rank)
     if kwargs.get("weights") is None:
         torch.manual_seed(0)  # random weights: the same in every process
-    predictor = Predictor(kwargs.pop("weights", None), **kwargs)
+    return Predictor(kwargs.pop("weights", None), **kwargs)
+
+
+def _run_shard(rank: int, world: int, predictor_kwargs: dict[str, Any], items: list[InputItem],
+               outdir: str, save: SaveOptions, loop_kwargs: dict[str, Any]) -> RunSummary:
+    from salseg.predict.batch import predict_files
+
+    predictor = rank_predictor(predictor_kwargs, rank, world)
     return predict_files(predictor, shard(items, rank, world), outdir, save, progress=False,
                          **loop_kwargs)
 
