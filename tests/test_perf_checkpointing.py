@@ -57,3 +57,21 @@ def test_task_options_fused_optimizer_and_checkpointing():
     given = U2NetTask(name="u2netp", fused_optimizer=True,
                       optimizer=functools.partial(torch.optim.Adam, foreach=False))
     assert not given.configure_optimizers().defaults.get("fused")  # the config's choice wins
+
+
+def test_compile_takes_torch_compile_modes(monkeypatch):
+    import pytest
+
+    from salseg.tasks import U2NetTask
+
+    seen = []
+    monkeypatch.setattr(torch, "compile", lambda module, mode=None: seen.append(mode) or module)
+    for value, mode in ((True, None), ("default", None), ("reduce-overhead", "reduce-overhead"),
+                        ("max-autotune", "max-autotune")):
+        task = U2NetTask(name="u2netp", compile=value)
+        assert seen[-1] == mode and len(task._compiled) == 1
+        assert not any("_orig_mod" in k for k in task.state_dict())
+    count = len(seen)
+    assert U2NetTask(name="u2netp", compile=False)._compiled == [] and len(seen) == count
+    with pytest.raises(ValueError, match="model.compile must be true, false or one of"):
+        U2NetTask(name="u2netp", compile="fastest")

@@ -26,6 +26,7 @@ folded initial weights.
 Per-step overhead (docs/performance.md): ``activation_checkpointing`` recomputes the RSU
 blocks' activations in the backward pass (:mod:`salseg.models.checkpointing`);
 ``fused_optimizer`` (default: on CUDA) builds Adam/AdamW with ``fused=True``;
+``compile`` takes ``true`` or a ``torch.compile`` mode (``reduce-overhead``: CUDA graphs);
 ``progress_bar_loss`` (default: off on CUDA) shows the step loss in the progress bar, which
 makes Lightning convert it to a Python number — a host sync — at every step.
 """
@@ -51,6 +52,21 @@ from salseg.tasks.visualize import prediction_grid
 
 log = logging.getLogger(__name__)
 
+# ``model.compile``: false, true (torch.compile's default mode) or one of torch.compile's modes;
+# ``reduce-overhead`` replays the forward and backward graphs as CUDA graphs (static shapes)
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
+def compile_mode(value: bool | str) -> str | None:
+    """The ``torch.compile`` mode for ``model.compile`` (``None``: its default, or no
+    compilation for ``False``); an unknown mode is refused with the list of modes."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value in COMPILE_MODES:
+        return None if value == "default" else value
+    raise ValueError(f"model.compile must be true, false or one of {', '.join(COMPILE_MODES)}; "
+                     f"got {value!r}")
+
 
 class SegmentationTask(L.LightningModule):
     """Base task: model + optimizer + validation metrics + logging."""
@@ -63,7 +79,7 @@ class SegmentationTask(L.LightningModule):
         scheduler_interval: str = "epoch",
         init_weights: str | None = None,
         channels_last: bool = False,
-        compile: bool = False,
+        compile: bool | str = False,
         freeze_encoder_epochs: int = 0,
         val_convention: str = "u2net",
         log_images_every_n_steps: int = 0,
@@ -94,7 +110,9 @@ class SegmentationTask(L.LightningModule):
         if activation_checkpointing:
             enable_activation_checkpointing(self.model)
         # Compiled forward kept outside the module tree, so state-dict keys stay official.
-        self._compiled: list[Callable] = [torch.compile(self.model)] if compile else []
+        mode = compile_mode(compile)
+        self._compiled: list[Callable] = (
+            [torch.compile(self.model, mode=mode)] if compile is not False else [])
         self.val_metrics = build_val_metrics(val_convention)
 
     # ------------------------------------------------------------------ model
