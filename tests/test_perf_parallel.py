@@ -44,3 +44,51 @@ def test_two_processes_match_one_and_restart_skips_finished(tmp_path, capsys):
     assert "2 predicted" in report and "3 skipped" in report
     for name in one:
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+
+
+def test_launched_rank_reads_torchrun_and_slurm_variables():
+    import pytest
+
+    from salseg.predict.parallel import LaunchedRank, launched_rank
+
+    assert launched_rank({}) is None
+    assert launched_rank({"RANK": "0", "WORLD_SIZE": "1"}) is None  # one process: no sharding
+    torchrun = {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4"}
+    assert launched_rank(torchrun) == LaunchedRank(5, 8, 1, 4)
+    slurm = {"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_LOCALID": "1",
+             "SLURM_NTASKS_PER_NODE": "2(x2)"}
+    assert launched_rank(slurm) == LaunchedRank(3, 4, 1, 2)
+    assert launched_rank({**slurm, **torchrun}) == LaunchedRank(5, 8, 1, 4)  # torchrun wins
+    with pytest.raises(ValueError, match="RANK=4 is outside WORLD_SIZE=4"):
+        launched_rank({"RANK": "4", "WORLD_SIZE": "4"})
+
+
+def test_torchrun_ranks_write_the_same_files_as_one_process(tmp_path):
+    """``torchrun --nproc-per-node 2 -m salseg.cli.predict``: each rank predicts its shard;
+    together they write exactly the files of one process."""
+    import os
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(1)
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 256, (36 + i, 48, 3), dtype=np.uint8)).save(src / f"im{i}.png")
+    torch.manual_seed(0)
+    weights = tmp_path / "u2netp.pth"
+    torch.save(create_model("u2netp").state_dict(), weights)
+    common = [str(src), "--weights", str(weights), "--model", "u2netp", "--device", "cpu",
+              "--input-size", "64", "--quiet"]
+    assert main(common + ["-o", str(tmp_path / "one")]) == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK", "WORLD"))}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node", "2", "-m", "salseg.cli.predict", *common,
+                           "-o", str(tmp_path / "ranks")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "rank 0/2: " in proc.stderr and "rank 1/2: " in proc.stderr
+    one = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert one == sorted(p.name for p in (tmp_path / "ranks").iterdir()) and len(one) == 5
+    for name in one:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "ranks" / name).read_bytes()

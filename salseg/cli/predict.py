@@ -135,7 +135,22 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         parser.error(str(exc))
 
+    from salseg.predict.parallel import launched_device, launched_rank, shard
+
+    try:
+        launched = launched_rank()
+    except ValueError as exc:
+        parser.error(str(exc))
+    if launched is not None and args.num_processes > 1:
+        parser.error("--num-processes starts its own processes; under torchrun/srun each "
+                     "launched process already takes its shard (leave --num-processes at 1)")
     items, problems = collect_inputs(args.inputs, recursive=args.recursive, exclude=args.output)
+    rank_note = ""
+    if launched is not None:  # torchrun / srun: this process predicts its shard
+        items = shard(items, launched.rank, launched.world)
+        problems = problems if launched.rank == 0 else []  # listed once, by rank 0
+        args.device = launched_device(args.device, launched)
+        rank_note = f"rank {launched.rank}/{launched.world}: "
     for problem in problems:
         print(f"FAILED {problem.name}: {problem.problem}", file=sys.stderr)
     # before any model work: an output must never be an input, and the folder must be writable
@@ -164,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             input_size=args.input_size, resize=args.resize,
             normalization="sigmoid" if args.raw_sigmoid else "minmax", refine_options=refine,
             channels_last=args.channels_last, onnx_threads=args.onnx_threads)
+        if args.random_weights:  # the same random network in every process and every run
+            torch.manual_seed(0)
         # built here also with --num-processes: bad weights are refused before any process starts
         kwargs = dict(predictor_kwargs)
         predictor = Predictor(kwargs.pop("weights"), **kwargs)
@@ -198,9 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        print(summary.report(), file=sys.stderr)
+        print(rank_note + summary.report(), file=sys.stderr)
         return 130
-    print(summary.report(), file=sys.stderr)
+    print(rank_note + summary.report(), file=sys.stderr)
     return 0 if summary.ok else 1
 
 

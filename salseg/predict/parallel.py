@@ -8,12 +8,21 @@ uses device ``cuda:(r % device_count)``.  Every image goes through exactly the s
 one process, so the files written are the same; outputs that already exist are skipped as in
 one process, so an interrupted run restarted with the same command finishes only what is
 missing.  The per-shard summaries are added into one :class:`RunSummary`.
+
+Past one machine: started by ``torchrun`` (``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` /
+``LOCAL_WORLD_SIZE``) or ``srun`` (``SLURM_PROCID`` / ``SLURM_NTASKS`` / ``SLURM_LOCALID`` /
+``SLURM_NTASKS_PER_NODE``), every process of ``salseg-predict`` takes the shard of its global
+rank in-process (:func:`launched_rank`), on ``cuda:<local rank>`` or with ``cpu_count //
+<processes on the node>`` threads; the input list must be the same on every node (a shared
+file system), which the sorted input listing guarantees.
 """
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -27,6 +36,44 @@ def shard(items: list, rank: int, world: int) -> list:
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"bad shard {rank} of {world}")
     return items[rank::world]
+
+
+@dataclass(frozen=True)
+class LaunchedRank:
+    """This process's place in a ``torchrun`` / ``srun`` launch."""
+
+    rank: int
+    world: int
+    local_rank: int
+    local_world: int
+
+
+def launched_rank(environ: Mapping[str, str] | None = None) -> LaunchedRank | None:
+    """The rank of a process started by ``torchrun`` or ``srun`` with more than one process,
+    else ``None`` (torchrun's variables win over SLURM's)."""
+    env = os.environ if environ is None else environ
+    for rank, world, local, local_world in (
+            ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"),
+            ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE")):
+        if rank in env and int(env.get(world, "1")) > 1:
+            n = int(env[world])
+            per_node = env.get(local_world, str(n)).split("(")[0].split(",")[0]  # SLURM: "4(x2)"
+            found = LaunchedRank(int(env[rank]), n, int(env.get(local, env[rank])), int(per_node))
+            if not 0 <= found.rank < found.world:
+                raise ValueError(f"{rank}={found.rank} is outside {world}={found.world}")
+            return found
+    return None
+
+
+def launched_device(device: str, launched: LaunchedRank) -> str:
+    """The device of a launched rank (``cuda:<local rank>``); on the CPU, sets the threads to
+    ``cpu_count // <processes on this node>``."""
+    import torch
+
+    chosen = _device_for(device, launched.local_rank)
+    if not chosen.startswith("cuda"):
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, launched.local_world)))
+    return chosen
 
 
 def _device_for(device: str, rank: int) -> str:
