@@ -16,7 +16,10 @@ optimizer), on the same images and the same device, for:
 * ``salseg``: a ``lightning.Trainer`` fitting ``U2NetTask`` / ``ISNetTask`` (feature sync on)
   on ``SegDataModule`` (recipes ``u2net_paper`` / ``isnet_paper``; IS-Net reads the warm uint8
   resize cache), the same number of loader workers.  On CUDA more rows are added: precisions
-  ``bf16-mixed`` / ``16-mixed``, ``channels_last``, ``torch.compile`` and ``data.gpu_aug``.
+  ``bf16-mixed`` / ``16-mixed``, ``channels_last``, ``data.gpu_aug``, ``torch.compile``, CUDA
+  graphs (``model.compile=reduce-overhead``) and, for IS-Net, activation checkpointing; the
+  salseg rows use ``trainer=gpu``'s ``benchmark=true`` (cuDNN autotuning), the official loops
+  do not set it (as the official scripts).  ``--rows`` picks rows by key (``--list-rows``).
 
 Each row runs in its own process (so its peak memory is its own): one warm-up step, then a few
 windows of a few steps; rows run in turns for ``--rounds`` rounds (so a change of load on a
@@ -25,12 +28,16 @@ its windows and the spread ``(max - min) / median`` is printed beside it.  The s
 wait / forward (+ loss) / backward / optimizer is measured by timestamps at Lightning's hooks
 (the official loop: around the same calls), with ``torch.cuda.synchronize()`` at each timestamp
 in an extra window on CUDA (not in the timed windows).  Peak memory: the process's peak
-resident set on the CPU (``ru_maxrss``), ``torch.cuda.max_memory_allocated`` on CUDA.
+resident set on the CPU (``ru_maxrss``), ``torch.cuda.max_memory_allocated`` on CUDA, of the
+whole run and (``steady``) of the steps after the warm-up, which on CUDA leaves out cuDNN's
+autotuning workspaces.
 
 Sizes: U2-NetP and U2-Net at the paper's 320 -> 288 crops, batch 12; IS-Net at 1024, batch 8
 (``--full``).  ``--quick`` (the default of ``make bench``) shrinks sizes and batches on the
 CPU so that a run takes a few minutes on 2 cores; the output says which sizes were used.
-Prints ``RATIO train_vs_official_<model> x`` = best salseg row / official row (medians).
+Prints ``RATIO train_vs_official_<model> x`` = best salseg row / official row (medians), and
+for every row the fraction of the step spent waiting for data (``data %``, from the
+synchronised window).  ``--jsonl FILE`` appends every row's result as it finishes.
 """
 from __future__ import annotations
 
@@ -77,30 +84,40 @@ def plan(model: str, quick: bool, device: str) -> dict:
     p = dict(small if quick and device == "cpu" else full)
     p["steps"] = 2 if quick else 3
     p["repeats"] = 2 if quick else 4
+    p["warmup"] = 1
     if device == "cuda":
         p["steps"] = 10 if quick else 20
+        p["warmup"] = 3  # cuDNN autotuning, compilation and CUDA-graph recording happen here
     return p
 
 
-def make_set(folder: Path, n: int, size: tuple[int, int]) -> tuple[Path, Path]:
-    """``n`` synthetic JPEG/PNG pairs of ``size`` (H, W) in ``folder/im`` and ``folder/gt``."""
+def _write_pair(job: tuple[Path, int, tuple[int, int]]) -> None:
     import cv2
 
     from salseg.data.synthetic import make_spec, render_pair
+
+    folder, i, size = job
+    spec = make_spec("sod", seed=5, size=(min(size[0], 480), min(size[1], 640)))
+    img, m = render_pair(spec, "train", i)
+    if img.shape[:2] != size:
+        img = cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
+        m = cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+    cv2.imwrite(str(folder / "im" / f"p{i:04d}.jpg"), img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+    cv2.imwrite(str(folder / "gt" / f"p{i:04d}.png"), m)
+
+
+def make_set(folder: Path, n: int, size: tuple[int, int]) -> tuple[Path, Path]:
+    """``n`` synthetic JPEG/PNG pairs of ``size`` (H, W) in ``folder/im`` and ``folder/gt``
+    (written by a pool of processes: not part of any timing)."""
+    import multiprocessing
 
     im, gt = folder / "im", folder / "gt"
     if im.is_dir() and len(list(im.glob("*.jpg"))) >= n:
         return im, gt
     im.mkdir(parents=True, exist_ok=True)
     gt.mkdir(parents=True, exist_ok=True)
-    spec = make_spec("sod", seed=5, size=(min(size[0], 480), min(size[1], 640)))
-    for i in range(n):
-        img, m = render_pair(spec, "train", i)
-        if img.shape[:2] != size:
-            img = cv2.resize(img, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
-            m = cv2.resize(m, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
-        cv2.imwrite(str(im / f"p{i:04d}.jpg"), img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
-        cv2.imwrite(str(gt / f"p{i:04d}.png"), m)
+    with multiprocessing.get_context("spawn").Pool(os.cpu_count() or 1) as pool:
+        pool.map(_write_pair, [(folder, i, size) for i in range(n)], chunksize=4)
     return im, gt
 
 
@@ -161,31 +178,69 @@ class OfficialDISCache(torch.utils.data.Dataset):
         return im, gt
 
 
-def build_dis_cache(images: list[Path], masks: list[Path], size: int, out: Path
-                    ) -> list[tuple[Path, Path]]:
-    """The official cache step (``io.imread`` -> float32 -> bilinear -> ``.type(uint8)``)."""
+def _cache_one(job: tuple[Path, Path, int, Path, Path]) -> None:
     from skimage import io
 
+    im_path, gt_path, size, a, b = job
+    torch.set_num_threads(1)
+    im = torch.tensor(io.imread(im_path), dtype=torch.float32).permute(2, 0, 1)[None]
+    im = F.interpolate(im, (size, size), mode="bilinear").type(torch.uint8)[0]
+    gt = io.imread(gt_path)
+    gt = gt[..., 0] if gt.ndim == 3 else gt
+    g = torch.tensor(gt, dtype=torch.float32)[None, None]
+    g = F.interpolate(g, (size, size), mode="bilinear").type(torch.uint8)[0]
+    torch.save(im, a)
+    torch.save(g, b)
+
+
+def build_dis_cache(images: list[Path], masks: list[Path], size: int, out: Path
+                    ) -> list[tuple[Path, Path]]:
+    """The official cache step (``io.imread`` -> float32 -> bilinear -> ``.type(uint8)``), built
+    by a pool of processes before timing."""
+    import multiprocessing
+
     out.mkdir(parents=True, exist_ok=True)
-    files = []
+    files, jobs = [], []
     for im_path, gt_path in zip(images, masks):
         a, b = out / f"{im_path.stem}_im.pt", out / f"{im_path.stem}_gt.pt"
         if not (a.exists() and b.exists()):
-            im = torch.tensor(io.imread(im_path), dtype=torch.float32).permute(2, 0, 1)[None]
-            im = F.interpolate(im, (size, size), mode="bilinear").type(torch.uint8)[0]
-            gt = io.imread(gt_path)
-            gt = gt[..., 0] if gt.ndim == 3 else gt
-            g = torch.tensor(gt, dtype=torch.float32)[None, None]
-            g = F.interpolate(g, (size, size), mode="bilinear").type(torch.uint8)[0]
-            torch.save(im, a)
-            torch.save(g, b)
+            jobs.append((im_path, gt_path, size, a, b))
         files.append((a, b))
+    if jobs:
+        with multiprocessing.get_context("spawn").Pool(os.cpu_count() or 1) as pool:
+            pool.map(_cache_one, jobs, chunksize=2)
     return files
 
 
 def official_workers(batch: int) -> int:
     """DIS ``data_loader_cache.py``: 1 for batch 1, 2 for > 1, 4 for > 4, 8 for > 8."""
     return 8 if batch > 8 else 4 if batch > 4 else 2 if batch > 1 else 1
+
+
+class PeakMemory:
+    """Peak memory of the whole run and of the steps after the warm-up.  On CUDA the warm-up
+    holds cuDNN's autotuning (``benchmark=true``), whose trial workspaces can exceed what the
+    training itself keeps; the steady peak is what a GPU must hold to train.  On the CPU both
+    are the process's peak resident set (it cannot be reset)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.warmup_mib: float | None = None
+
+    def now(self) -> float:
+        if self.cuda:
+            return torch.cuda.max_memory_allocated() / 2**20
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    def after_warmup(self) -> None:
+        self.warmup_mib = self.now()
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats()
+
+    def result(self) -> tuple[float, float]:
+        """``(peak of the whole run, peak after the warm-up)`` in MiB."""
+        steady = self.now()
+        return max(steady, self.warmup_mib or 0.0), steady
 
 
 class Clock:
@@ -224,13 +279,18 @@ def run_official(cfg: dict, device: torch.device) -> dict:
     optimizer = torch.optim.Adam(net.parameters(), lr=0.001, betas=(0.9, 0.999), eps=1e-08,
                                  weight_decay=0)
     clock = Clock(device)
+    peak = PeakMemory(device)
     records: list[dict] = []
     it = iter(loader)
     total = cfg["warmup"] + cfg["repeats"] * cfg["steps"] + (cfg["steps"] if clock.cuda else 0)
     last = clock(force=True)
     for step in range(total):
         clock.sync = clock.cuda and step >= total - cfg["steps"]
-        inputs, labels = next(it)
+        try:
+            inputs, labels = next(it)
+        except StopIteration:  # a new epoch, as the official loops (new loader workers)
+            it = iter(loader)
+            inputs, labels = next(it)
         inputs, labels = inputs.float().to(device), labels.float().to(device)
         t_data = clock()
         optimizer.zero_grad()
@@ -249,7 +309,9 @@ def run_official(cfg: dict, device: torch.device) -> dict:
         records.append({"start": last, "data": t_data, "fwd": t_fwd, "bwd": t_bwd, "end": end,
                         "sync": clock.sync})
         last = end
-    return summarize_records(records, cfg, device, workers)
+        if step + 1 == cfg["warmup"]:
+            peak.after_warmup()
+    return summarize_records(records, cfg, device, workers, peak)
 
 
 # ----------------------------------------------------------------------------- salseg
@@ -276,7 +338,8 @@ def run_salseg(cfg: dict, device: torch.device) -> dict:
                        batch_size=bs, num_workers=workers, check="none", seed=0, cache=cache,
                        verbose=False, pin_memory=device.type == "cuda",
                        persistent_workers=workers > 0, **extra)
-    common = dict(channels_last=cfg.get("channels_last", False), compile=cfg.get("compile", False))
+    common = dict(channels_last=cfg.get("channels_last", False), compile=cfg.get("compile", False),
+                  activation_checkpointing=cfg.get("activation_checkpointing", False))
     if LOOP[model_name] == "dis":
         enc = Path(cfg["work"]) / "gt_encoder.pth"
         if not enc.exists():
@@ -286,25 +349,32 @@ def run_salseg(cfg: dict, device: torch.device) -> dict:
                                             log_images_every_n_steps=0, **common)
         dm.setup("fit")
         warm = dm.make_dataset(dm.train_pairs, train=True)
-        for i in range(len(warm)):  # fill the resize cache (the official cache is built too)
-            warm[i]
+        # fill the resize cache before timing (the official cache is built too); cache files
+        # are written atomically, so loader workers can fill it in parallel
+        for _ in torch.utils.data.DataLoader(warm, batch_size=None, num_workers=os.cpu_count() or 1,
+                                             collate_fn=_discard):
+            pass
     else:
         task = U2NetTask(name=model_name, log_images_every_n_steps=0, **common)
     timer = StepTimer(cfg, device)
     total = cfg["warmup"] + cfg["repeats"] * cfg["steps"] + (cfg["steps"] if timer.clock.cuda else 0)
     trainer = L.Trainer(accelerator=device.type, devices=1, precision=cfg.get("precision", "32-true"),
-                        max_steps=total, max_epochs=-1, logger=False, enable_checkpointing=False,
+                        benchmark=device.type == "cuda", max_steps=total, max_epochs=-1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0, limit_val_batches=0, callbacks=[timer])
     trainer.fit(task, datamodule=dm)
-    return summarize_records(timer.records, cfg, device, workers)
+    return summarize_records(timer.records, cfg, device, workers, timer.peak)
+
+
+def _discard(item) -> None:
+    return None
 
 
 class StepTimer(L.Callback):
     """Timestamps at the hooks around data, forward, backward and optimizer step."""
 
     def __init__(self, cfg: dict, device: torch.device) -> None:
-        self.cfg, self.clock = cfg, Clock(device)
+        self.cfg, self.clock, self.peak = cfg, Clock(device), PeakMemory(device)
         self.records: list[dict] = []
         self.cur: dict = {}
         self.last: float | None = None
@@ -331,12 +401,15 @@ class StepTimer(L.Callback):
         self.cur["end"] = self.clock(force=boundary or step + 1 == self.total)
         self.records.append(self.cur)
         self.last = self.cur["end"]
+        if len(self.records) == self.cfg["warmup"]:
+            self.peak.after_warmup()
 
 
 # ----------------------------------------------------------------------------- summary
 
 
-def summarize_records(records: list[dict], cfg: dict, device: torch.device, workers: int) -> dict:
+def summarize_records(records: list[dict], cfg: dict, device: torch.device, workers: int,
+                      peak: PeakMemory) -> dict:
     """Images/s per window (median, spread) and the mean split of the synchronised steps."""
     warm, steps, bs = cfg["warmup"], cfg["steps"], cfg["batch"]
     rates = []
@@ -347,13 +420,17 @@ def summarize_records(records: list[dict], cfg: dict, device: torch.device, work
     split = {k: 1000 * float(np.mean([r[b] - r[a] for r in split_steps]))
              for k, a, b in (("data", "start", "data"), ("forward", "data", "fwd"),
                              ("backward", "fwd", "bwd"), ("optimizer", "bwd", "end"))}
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated() / 2**20
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_all, peak_steady = peak.result()
     stats = summarize(rates)
     return {"rates": list(stats.values), "median": stats.median, "spread": stats.spread,
-            "split_ms": split, "peak_mib": peak, "workers": workers}
+            "split_ms": split, "peak_mib": peak_all, "steady_peak_mib": peak_steady,
+            "workers": workers}
+
+
+def data_fraction(split_ms: dict) -> float:
+    """Fraction of the (synchronised) step spent waiting for the next batch."""
+    total = sum(split_ms.values())
+    return split_ms["data"] / total if total > 0 else 0.0
 
 
 def merge_rounds(results: list[dict]) -> dict:
@@ -364,7 +441,9 @@ def merge_rounds(results: list[dict]) -> dict:
     split = {k: float(np.mean([res["split_ms"][k] for res in results]))
              for k in results[0]["split_ms"]}
     return {"rates": rates, "median": stats.median, "spread": stats.spread, "split_ms": split,
-            "peak_mib": max(res["peak_mib"] for res in results), "workers": results[0]["workers"]}
+            "peak_mib": max(res["peak_mib"] for res in results),
+            "steady_peak_mib": max(res["steady_peak_mib"] for res in results),
+            "workers": results[0]["workers"]}
 
 
 def run_row(cfg: dict) -> dict:
@@ -377,9 +456,23 @@ def run_row(cfg: dict) -> dict:
     return run_salseg(cfg, device)
 
 
-def spawn_row(cfg: dict) -> dict | None:
-    proc = subprocess.run([sys.executable, __file__, "--row", json.dumps(cfg)],
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def row_line(r: dict) -> str:
+    s = r["split_ms"]
+    return (f"{r['median']:9.3f} {100 * r['spread']:6.0f}% {s['data']:9.1f} {s['forward']:9.1f} "
+            f"{s['backward']:9.1f} {s['optimizer']:9.1f} {100 * data_fraction(s):6.1f}% "
+            f"{r['peak_mib']:9.0f} {r['steady_peak_mib']:9.0f}")
+
+
+def spawn_row(cfg: dict, timeout: float | None = None) -> dict | None:
+    try:
+        proc = subprocess.run([sys.executable, __file__, "--row", json.dumps(cfg)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        print(f"row {cfg['model']} {cfg['label']} stopped after {timeout:.0f} s:\n{out[-2000:]}",
+              flush=True)
+        return None
     for line in proc.stdout.splitlines():
         if line.startswith("ROWJSON "):
             return json.loads(line[len("ROWJSON "):])
@@ -388,22 +481,45 @@ def spawn_row(cfg: dict) -> dict | None:
     return None
 
 
-def rows_for(model: str, device: str) -> list[dict]:
-    """The rows of one model: official, salseg default, and the GPU variants."""
-    rows = [{"pipeline": "official", "label": "official fp32"},
-            {"pipeline": "salseg", "label": "salseg fp32"}]
-    if device == "cuda":
-        rows += [
-            {"pipeline": "salseg", "label": "salseg bf16-mixed", "precision": "bf16-mixed"},
-            {"pipeline": "salseg", "label": "salseg 16-mixed", "precision": "16-mixed"},
-            {"pipeline": "salseg", "label": "salseg bf16 channels_last", "precision": "bf16-mixed",
-             "channels_last": True},
-            {"pipeline": "salseg", "label": "salseg bf16 gpu_aug", "precision": "bf16-mixed",
-             "gpu_aug": True},
-            {"pipeline": "salseg", "label": "salseg bf16 compile", "precision": "bf16-mixed",
-             "compile": True},
-        ]
-    return rows
+# every row the benchmark knows, by key (``--rows``); labels are what the tables print
+ROWS: dict[str, dict] = {
+    "official": {"pipeline": "official", "label": "official fp32"},
+    "fp32": {"pipeline": "salseg", "label": "salseg fp32"},
+    "bf16": {"pipeline": "salseg", "label": "salseg bf16-mixed", "precision": "bf16-mixed"},
+    "16": {"pipeline": "salseg", "label": "salseg 16-mixed", "precision": "16-mixed"},
+    "bf16-cl": {"pipeline": "salseg", "label": "salseg bf16 channels_last",
+                "precision": "bf16-mixed", "channels_last": True},
+    "bf16-gpuaug": {"pipeline": "salseg", "label": "salseg bf16 gpu_aug",
+                    "precision": "bf16-mixed", "gpu_aug": True},
+    "bf16-cl-gpuaug": {"pipeline": "salseg", "label": "salseg bf16 cl gpu_aug",
+                       "precision": "bf16-mixed", "channels_last": True, "gpu_aug": True},
+    "bf16-compile": {"pipeline": "salseg", "label": "salseg bf16 compile",
+                     "precision": "bf16-mixed", "compile": True},
+    "bf16-graphs": {"pipeline": "salseg", "label": "salseg bf16 cuda graphs",
+                    "precision": "bf16-mixed", "compile": "reduce-overhead"},
+    "bf16-ckpt": {"pipeline": "salseg", "label": "salseg bf16 act. ckpt",
+                  "precision": "bf16-mixed", "activation_checkpointing": True},
+    "cl": {"pipeline": "salseg", "label": "salseg channels_last", "channels_last": True},
+    "compile": {"pipeline": "salseg", "label": "salseg compile", "compile": True},
+}
+GPU_ROWS = ("official", "fp32", "bf16", "16", "bf16-cl", "bf16-gpuaug", "bf16-cl-gpuaug", "bf16-compile",
+            "bf16-graphs")
+
+
+def rows_for(model: str, device: str, cpu_variants: bool = False,
+             keys: list[str] | None = None) -> list[dict]:
+    """The rows of one model: ``keys`` if given, else official + salseg fp32, and on CUDA the GPU
+    variants (IS-Net also with activation checkpointing, the memory option of DIS#65)."""
+    if keys is None:
+        keys = ["official", "fp32"]
+        if device == "cuda":
+            keys = list(GPU_ROWS) + (["bf16-ckpt"] if LOOP[model] == "dis" else [])
+        elif cpu_variants:
+            keys += ["cl", "compile"]
+    unknown = [k for k in keys if k not in ROWS]
+    if unknown:
+        raise SystemExit(f"unknown rows {unknown}; known: {', '.join(ROWS)}")
+    return [dict(ROWS[k], key=k) for k in keys]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -418,10 +534,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="also time salseg with channels_last and torch.compile on the CPU")
     parser.add_argument("--rounds", type=int, default=2,
                         help="times every row is run, in turns with the other rows (default 2)")
+    parser.add_argument("--rows", help="comma-separated row keys, in this order (see --list-rows)")
+    parser.add_argument("--list-rows", action="store_true", help="print the row keys and exit")
+    parser.add_argument("--steps", type=int, help="steps per timed window (default by device)")
+    parser.add_argument("--repeats", type=int, help="timed windows per round (default by device)")
+    parser.add_argument("--row-timeout", type=float, default=None,
+                        help="seconds after which a row's process is stopped (reported as failed)")
+    parser.add_argument("--jsonl", type=Path, help="append each row's result to this file")
     parser.add_argument("--row", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.row:
         print("ROWJSON " + json.dumps(run_row(json.loads(args.row))), flush=True)
+        return 0
+    if args.list_rows:
+        for key, row in ROWS.items():
+            print(f"{key:<16} {row['label']}")
         return 0
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else (
         "cpu" if args.device == "auto" else args.device)
@@ -433,7 +560,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="salseg-bench-train-") as tmp:
         for model in args.models.split(","):
             p = plan(model, args.quick, device)
-            n = (1 + p["repeats"] + 1) * p["steps"] * p["batch"]
+            p.update({k: v for k, v in (("steps", args.steps), ("repeats", args.repeats))
+                      if v is not None})
+            n = (p["warmup"] + (p["repeats"] + 1) * p["steps"]) * p["batch"]
             src = (300, 400) if LOOP[model] != "dis" else (
                 (600, 800) if p["size"] < 1024 else (1500, 2000))
             t0 = time.perf_counter()
@@ -442,30 +571,31 @@ def main(argv: list[str] | None = None) -> int:
             full_size = "320 -> crop 288, batch 12" if LOOP[model] != "dis" else "1024, batch 8"
             note = "" if (p["size"] in (320, 1024)) else f" (reduced by --quick; full: {full_size})"
             print(f"\n{model}: {n} images {src[1]}x{src[0]}, input {size}, batch {p['batch']}"
-                  f"{note}; {args.rounds} rounds x {p['repeats']} windows of {p['steps']} steps after 1 warm-up "
+                  f"{note}; {args.rounds} rounds x {p['repeats']} windows of {p['steps']} steps after {p['warmup']} warm-up "
                   f"(data made in {time.perf_counter() - t0:.0f} s)", flush=True)
-            variants = rows_for(model, device)
-            if args.cpu_variants and device == "cpu":
-                variants += [{"pipeline": "salseg", "label": "salseg channels_last",
-                              "channels_last": True},
-                             {"pipeline": "salseg", "label": "salseg compile", "compile": True}]
+            variants = rows_for(model, device, args.cpu_variants,
+                                args.rows.split(",") if args.rows else None)
             merged: dict[str, list[dict]] = {}
             for _ in range(args.rounds):  # rows take turns, so load changes hit all of them
                 for row in variants:
                     cfg = dict(row, model=model, device=device, images=str(im), masks=str(gt),
-                               work=str(Path(tmp) / model), warmup=1, workers=workers, **p)
+                               work=str(Path(tmp) / model), workers=workers, **p)
                     Path(cfg["work"]).mkdir(exist_ok=True)
-                    res = spawn_row(cfg)
-                    if res is not None:
-                        merged.setdefault(row["label"], []).append(res)
+                    res = spawn_row(cfg, args.row_timeout)
+                    if res is None:
+                        continue
+                    merged.setdefault(row["label"], []).append(res)
+                    print(f"  {model} {row['label']}: {row_line(res)}", flush=True)
+                    if args.jsonl:
+                        with open(args.jsonl, "a") as fh:
+                            fh.write(json.dumps({"model": model, "key": row["key"],
+                                                 "label": row["label"], "plan": p,
+                                                 "torch": torch.__version__, **res}) + "\n")
             results = [(label, merge_rounds(rs)) for label, rs in merged.items()]
             print(f"{'pipeline':<28} {'img/s':>9} {'spread':>7} {'data ms':>9} {'fwd ms':>9} "
-                  f"{'bwd ms':>9} {'opt ms':>9} {'peak MiB':>9}")
+                  f"{'bwd ms':>9} {'opt ms':>9} {'data %':>7} {'peak MiB':>9} {'steady':>9}")
             for label, r in results:
-                s = r["split_ms"]
-                print(f"{label:<28} {r['median']:9.3f} {100 * r['spread']:6.0f}% "
-                      f"{s['data']:9.1f} {s['forward']:9.1f} {s['backward']:9.1f} "
-                      f"{s['optimizer']:9.1f} {r['peak_mib']:9.0f}")
+                print(f"{label:<28} {row_line(r)}")
             got = dict(results)
             official = got.get("official fp32")
             ours = [(r["median"], label) for label, r in results if label.startswith("salseg")]
@@ -473,7 +603,8 @@ def main(argv: list[str] | None = None) -> int:
                 best, label = max(ours)
                 ratios[model] = (best / official["median"], label)
     print("\nmemory: peak resident set of the row's process (CPU) / "
-          "torch.cuda.max_memory_allocated (CUDA)")
+          "torch.cuda.max_memory_allocated (CUDA); 'steady': after the warm-up steps (on CUDA "
+          "without cuDNN's autotuning workspaces)")
     if device == "cpu":
         print("no CUDA device: GPU rows (precisions, channels_last, compile, gpu_aug) not measured")
     for model, (_, label) in ratios.items():
