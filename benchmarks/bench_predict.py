@@ -19,7 +19,13 @@ repeats, and ratios are ratios of medians.  A CUDA row is added when a GPU is pr
 ``--quick`` (the default of ``make bench``): fewer images per repeat, and IS-Net at 512x512
 (rembg's IS-Net session is fixed at 1024, so its rembg row is only run without ``--quick``).
 Prints ``RATIO predict_torch_vs_onnxruntime_<model> x`` (torch images/s / onnxruntime
-images/s) and ``RATIO predict_vs_rembg_<model> x`` = best salseg CPU back-end / rembg.  rembg
+images/s) and ``RATIO predict_vs_rembg_<model> x`` = best salseg CPU back-end / rembg.
+
+Data-parallel prediction (``salseg-predict --num-processes``): the first model's images are
+predicted by :func:`salseg.predict.parallel.predict_files_parallel` with 1 process (all CPU
+threads) and with ``--processes`` processes (``cpu_count // N`` threads each), the whole call
+timed, process start and model load included, in turns; prints
+``RATIO predict_<N>proc_vs_1proc_<model> x``.  rembg
 comes from the optional extra ``bench`` (``pip install -e '.[bench]'``); without it the rembg
 rows are skipped.
 """
@@ -122,6 +128,28 @@ def bench_model(model: str, count: int, size: tuple[int, int], input_size: int, 
     return results
 
 
+def bench_processes(model: str, count: int, size: tuple[int, int], input_size: int,
+                    processes: int, repeats: int, work: Path) -> dict[str, Stats]:
+    """Images/s of whole ``predict_files_parallel`` calls with 1 and ``processes`` processes."""
+    from salseg.predict.parallel import predict_files_parallel
+
+    images = make_images(work / f"{model}_par_images", count, size)
+    items = [InputItem(p, p.stem) for p in images]
+    kwargs = {"weights": None, "model": model, "device": "cpu", "input_size": input_size}
+
+    def call(n: int):
+        def run() -> float:
+            summary = predict_files_parallel(kwargs, items, work / f"{model}_par{n}",
+                                             SaveOptions(overwrite=True), num_processes=n,
+                                             progress=False)
+            assert summary.ok and summary.written == len(items), summary.report()
+            return len(items)
+        return run
+
+    return interleaved({"1 process": call(1), f"{processes} processes": call(processes)},
+                       repeats=repeats, warmup=0)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -129,6 +157,8 @@ def main() -> int:
     parser.add_argument("--models", default="u2netp,u2net,isnet")
     parser.add_argument("--repeats", type=int, default=None,
                         help="measurements per row (default 3 quick, 5 full)")
+    parser.add_argument("--processes", type=int, default=min(2, os.cpu_count() or 1),
+                        help="processes of the data-parallel row (default 2; 1 skips it)")
     args = parser.parse_args()
     repeats = args.repeats or (3 if args.quick else 5)
     counts = ({"u2netp": 4, "u2net": 2, "isnet": 1} if args.quick
@@ -156,7 +186,21 @@ def main() -> int:
             torch_vs_ort[model] = t / o
             if "rembg onnx cpu" in rows:
                 vs_rembg[model] = max(t, o) / rows["rembg onnx cpu"].median
+        if args.processes > 1:
+            model = args.models.split(",")[0]
+            count = 12 if args.quick else 48
+            par = bench_processes(model, count, size, FULL_SIZE[model] if FULL_SIZE[model] <= 512
+                                  else 512, args.processes, max(2, repeats - 2), Path(tmp))
+            print(f"\n{model}, data-parallel prediction ({count} images per call, process start "
+                  "and model load included)")
+            for name, st in par.items():
+                print(f"{name:<26} {st.median:9.3f} {100 * st.spread:6.0f}%")
+            one, many = par["1 process"].median, par[f"{args.processes} processes"].median
+            parallel_ratio = (model, many / one)
     print()
+    if args.processes > 1:
+        print(f"RATIO predict_{args.processes}proc_vs_1proc_{parallel_ratio[0]} "
+              f"{parallel_ratio[1]:.3f}")
     if not vs_rembg:
         print("rembg is not installed (pip install -e '.[bench]') or not run: no rembg ratio")
     for model, ratio in torch_vs_ort.items():
