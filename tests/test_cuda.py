@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_perf_gpu_aug import RECIPES
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -26,10 +27,7 @@ def no_tf32():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = conv, mm
 
 
-@pytest.mark.parametrize("recipe_cfg", [
-    {"name": "u2net_paper", "size": 40, "crop": 36},
-    {"name": "isnet_paper", "size": 48},
-])
+@pytest.mark.parametrize("recipe_cfg", RECIPES)
 def test_gpu_aug_on_cuda_equals_cpu_recipe(recipe_cfg):
     from test_perf_gpu_aug import TOL, _cpu_reference, _sample
 

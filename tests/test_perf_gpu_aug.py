@@ -36,10 +36,11 @@ def _sample(rng, h, w):
     return image, mask
 
 
-@pytest.mark.parametrize("recipe_cfg", [
-    {"name": "u2net_paper", "size": 40, "crop": 36},
-    {"name": "isnet_paper", "size": 48},
-])
+# the recipes compared with the CPU pipeline (also on CUDA: tests/test_cuda.py)
+RECIPES = [{"name": "u2net_paper", "size": 40, "crop": 36}, {"name": "isnet_paper", "size": 48}]
+
+
+@pytest.mark.parametrize("recipe_cfg", RECIPES)
 def test_same_values_as_cpu_recipe_for_the_same_draw(recipe_cfg):
     recipe = build_recipe(recipe_cfg)
     rng = np.random.default_rng(0)

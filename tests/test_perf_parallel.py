@@ -2,6 +2,8 @@
 run only predicts what is missing."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from PIL import Image
@@ -18,7 +20,9 @@ def test_shard_is_a_strided_partition():
     assert sorted(sum(parts, [])) == items
 
 
-def test_two_processes_match_one_and_restart_skips_finished(tmp_path, capsys):
+def _inputs_and_one_process_run(tmp_path) -> list[str]:
+    """Five odd-sized images, saved U2-NetP weights, and their masks predicted by one process
+    into ``tmp_path / "one"``; returns the common salseg-predict arguments."""
     rng = np.random.default_rng(0)
     src = tmp_path / "in"
     src.mkdir()
@@ -30,11 +34,21 @@ def test_two_processes_match_one_and_restart_skips_finished(tmp_path, capsys):
     common = [str(src), "--weights", str(weights), "--model", "u2netp", "--device", "cpu",
               "--input-size", "64", "--quiet"]
     assert main(common + ["-o", str(tmp_path / "one")]) == 0
+    return common
+
+
+def _assert_same_files(one: Path, other: Path) -> list[str]:
+    names = sorted(p.name for p in one.iterdir())
+    assert names == sorted(p.name for p in other.iterdir()) and len(names) == 5
+    for name in names:
+        assert (one / name).read_bytes() == (other / name).read_bytes()
+    return names
+
+
+def test_two_processes_match_one_and_restart_skips_finished(tmp_path, capsys):
+    common = _inputs_and_one_process_run(tmp_path)
     assert main(common + ["-o", str(tmp_path / "two"), "--num-processes", "2"]) == 0
-    one = sorted(p.name for p in (tmp_path / "one").iterdir())
-    assert one == sorted(p.name for p in (tmp_path / "two").iterdir()) and len(one) == 5
-    for name in one:
-        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    one = _assert_same_files(tmp_path / "one", tmp_path / "two")
     # an interrupted run: two outputs missing; the restart writes only those
     (tmp_path / "two" / one[0]).unlink()
     (tmp_path / "two" / one[3]).unlink()
@@ -42,8 +56,7 @@ def test_two_processes_match_one_and_restart_skips_finished(tmp_path, capsys):
     assert main(common + ["-o", str(tmp_path / "two"), "--num-processes", "2"]) == 0
     report = capsys.readouterr().err
     assert "2 predicted" in report and "3 skipped" in report
-    for name in one:
-        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    _assert_same_files(tmp_path / "one", tmp_path / "two")
 
 
 def test_launched_rank_reads_torchrun_and_slurm_variables():
@@ -55,9 +68,11 @@ def test_launched_rank_reads_torchrun_and_slurm_variables():
     assert launched_rank({"RANK": "0", "WORLD_SIZE": "1"}) is None  # one process: no sharding
     torchrun = {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4"}
     assert launched_rank(torchrun) == LaunchedRank(5, 8, 1, 4)
-    slurm = {"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_LOCALID": "1",
-             "SLURM_NTASKS_PER_NODE": "2(x2)"}
+    slurm = {"SLURM_PROCID": "3", "SLURM_STEP_NUM_TASKS": "4", "SLURM_LOCALID": "1",
+             "SLURM_STEP_TASKS_PER_NODE": "2(x2)"}
     assert launched_rank(slurm) == LaunchedRank(3, 4, 1, 2)
+    # the batch script of an 8-task job is one process: it must not take shard 0 of 8
+    assert launched_rank({"SLURM_PROCID": "0", "SLURM_NTASKS": "8", "SLURM_LOCALID": "0"}) is None
     assert launched_rank({**slurm, **torchrun}) == LaunchedRank(5, 8, 1, 4)  # torchrun wins
     with pytest.raises(ValueError, match="RANK=4 is outside WORLD_SIZE=4"):
         launched_rank({"RANK": "4", "WORLD_SIZE": "4"})
@@ -70,17 +85,7 @@ def test_torchrun_ranks_write_the_same_files_as_one_process(tmp_path):
     import subprocess
     import sys
 
-    rng = np.random.default_rng(1)
-    src = tmp_path / "in"
-    src.mkdir()
-    for i in range(5):
-        Image.fromarray(rng.integers(0, 256, (36 + i, 48, 3), dtype=np.uint8)).save(src / f"im{i}.png")
-    torch.manual_seed(0)
-    weights = tmp_path / "u2netp.pth"
-    torch.save(create_model("u2netp").state_dict(), weights)
-    common = [str(src), "--weights", str(weights), "--model", "u2netp", "--device", "cpu",
-              "--input-size", "64", "--quiet"]
-    assert main(common + ["-o", str(tmp_path / "one")]) == 0
+    common = _inputs_and_one_process_run(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK", "WORLD"))}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                            "--nproc-per-node", "2", "-m", "salseg.cli.predict", *common,
@@ -88,7 +93,4 @@ def test_torchrun_ranks_write_the_same_files_as_one_process(tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rank 0/2: " in proc.stderr and "rank 1/2: " in proc.stderr
-    one = sorted(p.name for p in (tmp_path / "one").iterdir())
-    assert one == sorted(p.name for p in (tmp_path / "ranks").iterdir()) and len(one) == 5
-    for name in one:
-        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "ranks" / name).read_bytes()
+    _assert_same_files(tmp_path / "one", tmp_path / "ranks")

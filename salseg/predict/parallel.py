@@ -10,8 +10,8 @@ one process, so an interrupted run restarted with the same command finishes only
 missing.  The per-shard summaries are added into one :class:`RunSummary`.
 
 Past one machine: started by ``torchrun`` (``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` /
-``LOCAL_WORLD_SIZE``) or ``srun`` (``SLURM_PROCID`` / ``SLURM_NTASKS`` / ``SLURM_LOCALID`` /
-``SLURM_NTASKS_PER_NODE``), every process of ``salseg-predict`` takes the shard of its global
+``LOCAL_WORLD_SIZE``) or ``srun`` (``SLURM_PROCID`` / ``SLURM_STEP_NUM_TASKS`` /
+``SLURM_LOCALID`` / ``SLURM_STEP_TASKS_PER_NODE``), every process of ``salseg-predict`` takes the shard of its global
 rank in-process (:func:`launched_rank`), on ``cuda:<local rank>`` or with ``cpu_count //
 <processes on the node>`` threads; the input list must be the same on every node (a shared
 file system), which the sorted input listing guarantees.
@@ -50,11 +50,14 @@ class LaunchedRank:
 
 def launched_rank(environ: Mapping[str, str] | None = None) -> LaunchedRank | None:
     """The rank of a process started by ``torchrun`` or ``srun`` with more than one process,
-    else ``None`` (torchrun's variables win over SLURM's)."""
+    else ``None`` (torchrun's variables win over SLURM's).  SLURM's are those of the job
+    *step* that ``srun`` starts: a batch script of a many-task job runs as one process and must
+    predict everything, so ``SLURM_NTASKS`` alone does not shard."""
     env = os.environ if environ is None else environ
     for rank, world, local, local_world in (
             ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"),
-            ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE")):
+            ("SLURM_PROCID", "SLURM_STEP_NUM_TASKS", "SLURM_LOCALID",
+             "SLURM_STEP_TASKS_PER_NODE")):
         if rank in env and int(env.get(world, "1")) > 1:
             n = int(env[world])
             per_node = env.get(local_world, str(n)).split("(")[0].split(",")[0]  # SLURM: "4(x2)"
