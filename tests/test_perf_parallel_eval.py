@@ -2,6 +2,8 @@
 restart predicts only the missing maps."""
 from __future__ import annotations
 
+import sys
+
 import torch
 from test_eval_model import _compose, _custom_set
 
@@ -29,3 +31,51 @@ def test_two_processes_give_exactly_the_same_metrics(tmp_path):
     again = run(_compose(common + ["num_processes=2", "overwrite=true"]), tmp_path / "two")
     assert again == one and (maps / "im2.png").is_file()
     assert (maps / "im0.png").stat().st_mtime_ns == stamp
+
+
+def test_torchrun_ranks_give_exactly_the_metrics_of_one_process(tmp_path):
+    """``torchrun --nproc-per-node 2 -m salseg.cli.eval``: each rank predicts its shard, rank 0
+    scores after a gloo barrier; the metrics equal one process's exactly."""
+    import json
+    import os
+    import subprocess
+
+    images, masks = _custom_set(tmp_path, n=5)
+    torch.manual_seed(0)
+    weights = tmp_path / "u2netp.pth"
+    torch.save(create_model("u2netp").state_dict(), weights)
+    common = [f"ckpt={weights}", "model=u2netp", "data=custom", f"data.images={images}",
+              f"data.masks={masks}", "data.val_split=0", "progress=false", "workers=1",
+              "input_size=[64,64]", "device=cpu", "plots=false", "html=false"]
+    one = run(_compose(common), tmp_path / "one")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK", "WORLD"))}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node", "2", "-m", "salseg.cli.eval", *common,
+                           f"paths.output_dir={tmp_path / 'out'}", "run_name=ranks"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "out" / "eval" / "ranks"
+    assert json.loads((run_dir / "metrics.json").read_text()) == one  # every metric, exactly
+    (name,) = one
+    assert sorted(p.name for p in (run_dir / ".maps" / name).iterdir()) == [
+        f"im{i}.png" for i in range(5)]
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+
+
+def test_launched_eval_needs_a_run_name_and_model_mode(tmp_path, monkeypatch, capsys):
+    import pytest
+
+    from salseg.cli import eval as eval_cli
+    from salseg.evaluation import EvaluationError
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    images, masks = _custom_set(tmp_path, n=1)
+    with pytest.raises(EvaluationError, match="folder mode runs in one process"):
+        run(_compose([f"pred_dir={masks}", f"gt_dir={masks}", "progress=false"]), tmp_path / "f")
+    monkeypatch.setattr(sys, "argv", ["salseg-eval", "random_weights=true", "model=u2netp",
+                                      "data=custom", f"paths.output_dir={tmp_path / 'out'}"])
+    with pytest.raises(SystemExit) as exc:
+        eval_cli.main()
+    assert exc.value.code == 2 and "pass run_name=" in capsys.readouterr().err
+    assert not any((tmp_path / "out").rglob("*.yaml"))  # nothing recorded

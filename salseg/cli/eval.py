@@ -24,12 +24,16 @@ from salseg.data.errors import DataError
 from salseg.evaluation import EvaluationError, evaluate_folders
 from salseg.evaluation.report import check_free
 from salseg.models.weights import WeightsError
+from salseg.predict.parallel import launched_rank
 
 
 def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     """Run the evaluation described by ``cfg``; returns metrics.json's content."""
     if cfg.get("ckpt") or cfg.get("random_weights"):
         return run_model_mode(cfg, out_dir)
+    if launched_rank() is not None:
+        raise EvaluationError("folder mode runs in one process: start it without torchrun/srun "
+                              "(model mode shards its predictions between launched processes)")
     if not cfg.get("pred_dir") or not cfg.get("gt_dir"):
         raise EvaluationError("folder mode needs pred_dir=... and gt_dir=... (see configs/eval.yaml)")
     pred_dir = cfg.pred_dir
@@ -58,6 +62,8 @@ def run_model_mode(cfg: DictConfig, out_dir: str | Path) -> dict:
     from salseg.evaluation.model import run_model_mode as evaluate_config
 
     results, paths = evaluate_config(cfg, out_dir)
+    if not results:  # a launched rank other than 0: its maps are written, rank 0 reports
+        return {}
     if not cfg.get("random_weights"):
         paths.update(write_paper_comparison(str(cfg.ckpt), results, out_dir))
     print((Path(out_dir) / "results.md").read_text())
@@ -106,10 +112,16 @@ def _hydra_main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     out_dir = HydraConfig.get().runtime.output_dir
+    launched = launched_rank()
     try:
+        if launched is not None and not any(
+                o.startswith("run_name=") for o in HydraConfig.get().overrides.task):
+            raise EvaluationError("under torchrun/srun pass run_name=... (every process must "
+                                  "use the same run directory; the default is a time stamp)")
         # refuse a kept run before anything is written into it (its .hydra/ included)
         check_free(Path(out_dir), bool(cfg.get("overwrite", False)))
-        record_config(cfg, out_dir)
+        if launched is None or launched.rank == 0:
+            record_config(cfg, out_dir)
         run(cfg, out_dir)
     except (EvaluationError, WeightsError, DataError, ValueError) as err:
         print(f"salseg-eval: error: {err}", file=sys.stderr)
@@ -121,3 +133,6 @@ def main() -> None:
 
 
 __all__ = ["main", "run"]
+
+if __name__ == "__main__":  # python -m salseg.cli.eval (e.g. under torchrun)
+    main()

@@ -5,7 +5,8 @@ against the original GT masks with the same code as folder mode.
 
 Images are decoded in DataLoader workers by the shared loop (:mod:`salseg.predict.loop`); predictions can also be saved as PNG
 (``save_predictions``), so that ``salseg-eval pred_dir=...`` reproduces the numbers.
-``num_processes > 1`` predicts in several processes first (:mod:`salseg.evaluation.parallel`).
+``num_processes > 1`` predicts in several processes first, and under ``torchrun`` every launched
+process predicts its shard and rank 0 scores (:mod:`salseg.evaluation.parallel`).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from salseg.evaluation.report import Results, check_free, write_reports
 from salseg.evaluation.scoring import DatasetScores, score_pairs
 from salseg.predict.io import write_png
 from salseg.predict.loop import predict_items
+from salseg.predict.parallel import LaunchedRank, launched_device, launched_rank, shard
 from salseg.predict.postprocess import to_uint8
 from salseg.predict.predictor import Predictor
 
@@ -75,33 +77,55 @@ def evaluate_model(predictor: Predictor, test_sets: Sequence[tuple[str, Sequence
                    save_predictions: bool = False, workers: int = 0, hce_binarize: str = "dis",
                    skeleton_cache: str | None = None, progress: bool = True, plots: bool = True,
                    overwrite: bool = False, html: bool = True, num_processes: int = 1,
-                   predictor_kwargs: dict | None = None) -> tuple[Results, dict[str, Path]]:
+                   predictor_kwargs: dict | None = None, launched: LaunchedRank | None = None
+                   ) -> tuple[Results, dict[str, Path]]:
     """Predict and score every test set; write the same reports as folder mode into ``out_dir``.
 
     ``num_processes > 1`` (with ``predictor_kwargs``, the :class:`Predictor` arguments) first
     writes the maps with that many processes into ``predictions/<set>`` (kept) or
     ``.maps/<set>`` (kept for a restart), then scores them (same values as one process).
+    ``launched`` (a ``torchrun`` rank, in a joined process group): this process writes the maps
+    of its shard of every set the same way, waits for every rank, leaves the group, and only
+    rank 0 scores and writes the reports (the others return empty results).
     """
     out_dir = Path(out_dir)
     check_free(out_dir, overwrite)
+    for name, pairs in test_sets:
+        missing = [p.image for p in pairs if p.mask is None]
+        if missing:
+            raise ValueError(f"test set {name}: {len(missing)} image(s) without a GT mask, e.g. {missing[0]}")
+
+    def maps_folder(name: str) -> Path:  # where multi-process runs put the maps
+        return out_dir / "predictions" / name if save_predictions else out_dir / ".maps" / name
+
+    if launched is not None:  # (only then: a DDP training's test=true runs this on rank 0 alone)
+        from salseg.evaluation.parallel import barrier, leave_group, write_maps
+
+        barrier()  # every rank has checked the folder before any rank writes into it
+        for name, pairs in test_sets:
+            write_maps(predictor, shard(pairs, launched.rank, launched.world), maps_folder(name),
+                       batch_size, num_workers)
+        barrier()  # every map of every set is written
+        leave_group()  # rank 0 scores alone (torchmetrics would sync over a live group)
+        if launched.rank != 0:
+            return {}, {}
     method = method or predictor.name
     per_dataset: dict[str, DatasetScores] = {}
     metric_groups = groups_for(convention, groups)
     gallery = Gallery(out_dir) if html else None
     for name, pairs in test_sets:
-        missing = [p.image for p in pairs if p.mask is None]
-        if missing:
-            raise ValueError(f"test set {name}: {len(missing)} image(s) without a GT mask, e.g. {missing[0]}")
         save_dir = out_dir / "predictions" / name if save_predictions else None
         if save_dir is not None:
             save_dir.mkdir(parents=True, exist_ok=True)
         maps_dir = None
-        if num_processes > 1:
+        if launched is not None:
+            maps_dir = maps_folder(name)
+        elif num_processes > 1:
             from salseg.evaluation.parallel import predict_to_folder
 
             if predictor_kwargs is None:
                 raise ValueError("num_processes > 1 needs predictor_kwargs")
-            maps_dir = save_dir or out_dir / ".maps" / name
+            maps_dir = maps_folder(name)
             predict_to_folder(predictor_kwargs, pairs, maps_dir, num_processes, batch_size,
                               num_workers)
         items = _items(predictor, pairs, batch_size, num_workers, save_dir, overwrite, maps_dir)
@@ -138,12 +162,26 @@ def run_model_mode(cfg: Any, out_dir: str | Path) -> tuple[Results, dict[str, Pa
     if not cfg.get("ckpt") and not model_name:
         raise EvaluationError("random_weights=true needs model=<name>")
     input_size = cfg.get("input_size")
+    launched = launched_rank()
+    if launched is not None and int(cfg.get("num_processes", 1)) > 1:
+        raise EvaluationError("num_processes starts its own processes; under torchrun each "
+                              "launched process already takes its shard (leave it at 1)")
+    device = str(cfg.get("device", "auto"))
+    if launched is not None:
+        from salseg.evaluation.parallel import launch_group
+
+        launch_group(launched)
+        device = launched_device(device, launched)
     predictor_kwargs = dict(
         weights=None if cfg.get("random_weights") else str(cfg.ckpt), model=model_name,
-        device=str(cfg.get("device", "auto")), precision=str(cfg.get("precision", "fp32")),
+        device=device, precision=str(cfg.get("precision", "fp32")),
         input_size=list(input_size) if input_size is not None else None,
         resize=str(cfg.get("resize", "official")))
     kwargs = dict(predictor_kwargs)
+    if cfg.get("random_weights"):  # the same random network in every process and every run
+        import torch
+
+        torch.manual_seed(0)
     predictor = Predictor(kwargs.pop("weights"), **kwargs)
     datamodule = instantiate(cfg.data, verbose=False)
     test_sets = datamodule.evaluation_sets()
@@ -156,14 +194,19 @@ def run_model_mode(cfg: Any, out_dir: str | Path) -> tuple[Results, dict[str, Pa
     metrics = cfg.get("metrics", "auto")
     if isinstance(metrics, ListConfig):
         metrics = [str(m) for m in metrics]
-    results, paths = evaluate_model(
-        predictor, test_sets, out_dir, convention=convention, method=cfg.get("method"),
-        groups=metrics, batch_size=int(cfg.get("batch_size", 4)),
-        num_workers=int(cfg.get("num_workers", 0)),
-        save_predictions=bool(cfg.get("save_predictions", False)),
-        workers=int(cfg.get("workers", 0)), hce_binarize=cfg.get("hce_binarize", "dis"),
-        skeleton_cache=cfg.get("skeleton_cache"), progress=bool(cfg.get("progress", True)),
-        plots=bool(cfg.get("plots", True)), overwrite=bool(cfg.get("overwrite", False)),
-        html=bool(cfg.get("html", True)), num_processes=int(cfg.get("num_processes", 1)),
-        predictor_kwargs=predictor_kwargs)
-    return results, paths
+    try:
+        return evaluate_model(
+                predictor, test_sets, out_dir, convention=convention, method=cfg.get("method"),
+            groups=metrics, batch_size=int(cfg.get("batch_size", 4)),
+            num_workers=int(cfg.get("num_workers", 0)),
+            save_predictions=bool(cfg.get("save_predictions", False)),
+            workers=int(cfg.get("workers", 0)), hce_binarize=cfg.get("hce_binarize", "dis"),
+            skeleton_cache=cfg.get("skeleton_cache"), progress=bool(cfg.get("progress", True)),
+            plots=bool(cfg.get("plots", True)), overwrite=bool(cfg.get("overwrite", False)),
+            html=bool(cfg.get("html", True)), num_processes=int(cfg.get("num_processes", 1)),
+            predictor_kwargs=predictor_kwargs, launched=launched)
+    finally:
+        if launched is not None:
+            from salseg.evaluation.parallel import leave_group
+
+            leave_group()
