@@ -81,16 +81,10 @@ def test_launched_rank_reads_torchrun_and_slurm_variables():
 def test_torchrun_ranks_write_the_same_files_as_one_process(tmp_path):
     """``torchrun --nproc-per-node 2 -m salseg.cli.predict``: each rank predicts its shard;
     together they write exactly the files of one process."""
-    import os
-    import subprocess
-    import sys
+    from launch_helpers import torchrun
 
     common = _inputs_and_one_process_run(tmp_path)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK", "WORLD"))}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc-per-node", "2", "-m", "salseg.cli.predict", *common,
-                           "-o", str(tmp_path / "ranks")],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = torchrun("salseg.cli.predict", [*common, "-o", str(tmp_path / "ranks")])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "rank 0/2: " in proc.stderr and "rank 1/2: " in proc.stderr
     _assert_same_files(tmp_path / "one", tmp_path / "ranks")

@@ -11,14 +11,19 @@ from salseg.cli.eval import run
 from salseg.models import create_model
 
 
-def test_two_processes_give_exactly_the_same_metrics(tmp_path):
-    images, masks = _custom_set(tmp_path, n=4)
+def _setup(tmp_path, n: int) -> list[str]:
+    """``n`` test pairs and saved U2-NetP weights; the common model-mode overrides."""
+    images, masks = _custom_set(tmp_path, n=n)
     torch.manual_seed(0)
     weights = tmp_path / "u2netp.pth"
     torch.save(create_model("u2netp").state_dict(), weights)
-    common = [f"ckpt={weights}", "model=u2netp", "data=custom", f"data.images={images}",
-              f"data.masks={masks}", "data.val_split=0", "progress=false", "workers=1",
-              "input_size=[64,64]", "device=cpu", "plots=false"]
+    return [f"ckpt={weights}", "model=u2netp", "data=custom", f"data.images={images}",
+            f"data.masks={masks}", "data.val_split=0", "progress=false", "workers=1",
+            "input_size=[64,64]", "device=cpu", "plots=false"]
+
+
+def test_two_processes_give_exactly_the_same_metrics(tmp_path):
+    common = _setup(tmp_path, n=4)
     one = run(_compose(common), tmp_path / "one")
     two = run(_compose(common + ["num_processes=2"]), tmp_path / "two")
     assert one == two  # every metric, exactly
@@ -37,22 +42,13 @@ def test_torchrun_ranks_give_exactly_the_metrics_of_one_process(tmp_path):
     """``torchrun --nproc-per-node 2 -m salseg.cli.eval``: each rank predicts its shard, rank 0
     scores after a gloo barrier; the metrics equal one process's exactly."""
     import json
-    import os
-    import subprocess
 
-    images, masks = _custom_set(tmp_path, n=5)
-    torch.manual_seed(0)
-    weights = tmp_path / "u2netp.pth"
-    torch.save(create_model("u2netp").state_dict(), weights)
-    common = [f"ckpt={weights}", "model=u2netp", "data=custom", f"data.images={images}",
-              f"data.masks={masks}", "data.val_split=0", "progress=false", "workers=1",
-              "input_size=[64,64]", "device=cpu", "plots=false", "html=false"]
+    from launch_helpers import torchrun
+
+    common = _setup(tmp_path, n=5) + ["html=false"]
     one = run(_compose(common), tmp_path / "one")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK", "WORLD"))}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                           "--nproc-per-node", "2", "-m", "salseg.cli.eval", *common,
-                           f"paths.output_dir={tmp_path / 'out'}", "run_name=ranks"],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = torchrun("salseg.cli.eval", [*common, f"paths.output_dir={tmp_path / 'out'}",
+                                        "run_name=ranks"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = tmp_path / "out" / "eval" / "ranks"
     assert json.loads((run_dir / "metrics.json").read_text()) == one  # every metric, exactly
