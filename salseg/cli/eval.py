@@ -6,7 +6,9 @@ metrics.json, per_image.csv, curves.json, results.md, report.html (+ report_file
 and f_curve.png into the run directory. Model mode (``ckpt=... data=...``) predicts the data
 config's test sets with the checkpoint (the model's official preprocessing, as ``salseg-predict``) and scores them the same way.
 ``ckpt`` may be a model-zoo name (docs/zoo.md); then the paper's published row and the difference
-are written beside each measured row (results.md, paper_comparison.json).
+are written beside each measured row (results.md, paper_comparison.json).  Under ``torchrun``
+(``python -m salseg.cli.eval``, with ``run_name=...``) the model mode's predictions are split
+between the launched processes and rank 0 scores (docs/distributed.md).
 """
 from __future__ import annotations
 
