@@ -238,12 +238,18 @@ def _register(monkeypatch, e: ZooEntry) -> None:
     monkeypatch.setitem(catalogue._BY_NAME, e.name, e)
 
 
-def test_pth_source_by_name_and_path_wins(server, monkeypatch, tmp_path):
-    model = random_model("u2netp", seed=1)
+def _serve_tiny_u2netp(server, monkeypatch, tmp_path, seed: int):
+    """A random U2-NetP served as ``/u.pth`` and registered as the zoo name ``tiny-u2netp``."""
+    model = random_model("u2netp", seed=seed)
     data = save_state_dict(model, tmp_path / "u.pth").read_bytes()
     server.files["/u.pth"] = data
     _register(monkeypatch, entry(Source(server.url("/u.pth"), md5(data), "u.pth", "t"),
                                  name="tiny-u2netp"))
+    return model
+
+
+def test_pth_source_by_name_and_path_wins(server, monkeypatch, tmp_path):
+    model = _serve_tiny_u2netp(server, monkeypatch, tmp_path, seed=1)
     sd = read_state_dict("tiny-u2netp")
     for k, v in model.state_dict().items():
         assert torch.equal(sd[k], v)
@@ -308,6 +314,7 @@ def test_class_map_model(server, monkeypatch, tmp_path):
     from salseg.export.onnx import export_onnx
     from salseg.predict import Predictor
 
+    torch.manual_seed(4)  # independent of the tests that ran before
     model = create_model("u2netp", out_ch=4).eval()
     onnx_path = tmp_path / "cloth.onnx"
     export_onnx(model, onnx_path, "u2netp", trace_size=64, check=False)
@@ -329,18 +336,24 @@ def test_class_map_model(server, monkeypatch, tmp_path):
     with torch.no_grad():
         fused = model(x)[0]
     up = torch.nn.functional.interpolate(fused, size=(40, 50), mode="bilinear",
-                                         align_corners=False)
-    assert np.array_equal(up.argmax(1)[0].numpy().astype(np.uint8), labels)
+                                         align_corners=False)[0]
+    # The converted graph (BatchNorm folded, traced) differs from the original network by float
+    # rounding (~1e-6), which can flip the argmax where an untrained network's two best class
+    # scores are that close: pixels with a clear winner must agree, near-ties may take either.
+    top2 = up.topk(2, dim=0)
+    clear = (top2.values[0] - top2.values[1] > 1e-4).numpy()
+    ref = up.argmax(0).numpy().astype(np.uint8)
+    assert clear.mean() > 0.9
+    assert np.array_equal(ref[clear], labels[clear])
+    tied = ~clear
+    assert ((labels[tied] == top2.indices[0].numpy()[tied])
+            | (labels[tied] == top2.indices[1].numpy()[tied])).all()
 
 
 def test_predict_cli_with_a_name(server, monkeypatch, tmp_path):
     from salseg.cli.predict import main as predict_main
 
-    model = random_model("u2netp", seed=2)
-    data = save_state_dict(model, tmp_path / "u.pth").read_bytes()
-    server.files["/u.pth"] = data
-    _register(monkeypatch, entry(Source(server.url("/u.pth"), md5(data), "u.pth", "t"),
-                                 name="tiny-u2netp"))
+    _serve_tiny_u2netp(server, monkeypatch, tmp_path, seed=2)
     image = save(object_image(), tmp_path / "in" / "a.png")
     assert predict_main([str(image), "-o", str(tmp_path / "out"), "--weights", "tiny-u2netp",
                          "--device", "cpu"]) == 0
