@@ -63,33 +63,60 @@ def run_model_mode(cfg: DictConfig, out_dir: str | Path) -> dict:
     """Model mode (see :func:`salseg.evaluation.model.run_model_mode`): print and return."""
     from salseg.evaluation.model import run_model_mode as evaluate_config
 
+    tables = paper_tables(cfg)  # an unknown paper_table fails before any work
     results, paths = evaluate_config(cfg, out_dir)
     if not results:  # a launched rank other than 0: its maps are written, rank 0 reports
         return {}
-    if not cfg.get("random_weights"):
-        paths.update(write_paper_comparison(str(cfg.ckpt), results, out_dir))
+    paths.update(write_paper_comparison(tables, results, out_dir))
     print((Path(out_dir) / "results.md").read_text())
     print(f"reports written to {Path(out_dir).resolve()}: {', '.join(p.name for p in paths.values())}")
     return json.loads(paths["metrics.json"].read_text())
 
 
-def write_paper_comparison(ckpt: str, results: dict, out_dir: str | Path) -> dict[str, Path]:
-    """For a model-zoo name with published scores: the paper's row and the difference beside
-    each measured row, appended to results.md and written to paper_comparison.json."""
-    from salseg.zoo.published import comparison, comparison_markdown
+def paper_tables(cfg: DictConfig) -> tuple[list[str], str | None]:
+    """The published tables to compare with (``paper_table``, else the zoo entry's) and the
+    name of the measured model; ``([], None)`` when there are none (random weights included)."""
+    from salseg.zoo.published import rows_for
     from salseg.zoo.resolve import zoo_entry_for
 
-    entry = zoo_entry_for(ckpt)
+    table = cfg.get("paper_table")
+    ckpt = cfg.get("ckpt")
+    if table:
+        keys = [str(t) for t in (table if isinstance(table, ListConfig) else [table])]
+        for key in keys:
+            try:
+                rows_for(key)
+            except KeyError as exc:
+                raise EvaluationError(f"paper_table={key}: {exc.args[0]}") from None
+        return keys, str(cfg.get("method") or ckpt or "model")
+    if cfg.get("random_weights") or not ckpt:
+        return [], None
+    entry = zoo_entry_for(str(ckpt))
     if entry is None or not entry.published:
+        return [], None
+    return list(entry.published), entry.name
+
+
+def write_paper_comparison(tables: tuple[list[str], str | None], results: dict,
+                           out_dir: str | Path) -> dict[str, Path]:
+    """With published scores to compare with (a ``reproduce=...`` recipe, ``paper_table=...``
+    or a model-zoo name): for every dataset of the paper's table the measured row, the paper row
+    and the difference, then the measured row among the paper's methods, appended to results.md
+    and written to paper_comparison.json.  ``tables``: what :func:`paper_tables` returns."""
+    from salseg.zoo.published import comparison, comparison_markdown, leaderboard_markdown
+
+    keys, model = tables
+    if not keys:
         return {}
     measured = {ds: sc.summary for per_ds in results.values() for ds, sc in per_ds.items()}
-    rows = comparison(entry.published, measured)
+    rows = comparison(keys, measured)
     out = Path(out_dir)
     md = out / "results.md"
-    write_text_atomic(md.read_text() + "\n" + comparison_markdown(entry.name, rows), md,
-                      overwrite=True)  # this run's own report, just written
-    path = write_text_atomic(json.dumps({"model": entry.name, "tables": list(entry.published),
-                                         "rows": rows}, indent=2) + "\n",
+    text = md.read_text() + "\n" + comparison_markdown(model, rows)
+    text += "\n" + "\n".join(leaderboard_markdown(key, measured, model) for key in keys)
+    write_text_atomic(text, md, overwrite=True)  # this run's own report, just written
+    path = write_text_atomic(json.dumps({"model": model, "tables": keys, "rows": rows},
+                                        indent=2) + "\n",
                              out / "paper_comparison.json", overwrite=True)
     return {"paper_comparison.json": path}
 
