@@ -274,11 +274,19 @@ class SegDataModule(L.LightningDataModule):
                     self.monitor_sets.append((name, [p for p in pairs if not p.hflip]))
         if stage in (None, "test", "predict") and self.test_sets is None:
             specs = self.test_specs or self.val_specs
-            self.test_sets = []
+            test_sets, missing = [], []
             for spec in specs:
-                pairs = self._pairs([spec], "test")
+                try:
+                    pairs = self._pairs([spec], "test")
+                except DataLayoutError as err:  # name every missing set at once, below
+                    missing.append((str(spec.get("name") or spec.get("split") or spec.get("kind")),
+                                    err))
+                    continue
                 name = spec.get("name") or (pairs[0].source if pairs else str(spec.get("kind")))
-                self.test_sets.append((name, pairs))
+                test_sets.append((name, pairs))
+            if missing:
+                raise missing_sets_error(missing, len(specs))
+            self.test_sets = test_sets
 
     # ------------------------------------------------------------------ datasets + loaders
 
@@ -395,6 +403,15 @@ class SegDataModule(L.LightningDataModule):
         return (f"data={self.name} root={Path(self.root)} recipe={r.name} size={list(r.size)} "
                 f"crop={None if r.crop is None else list(r.crop)} flip={r.flip} "
                 f"convention={self.convention}")
+
+
+def missing_sets_error(missing: list[tuple[str, DataLayoutError]], total: int) -> DataLayoutError:
+    """One error naming every test set that was not found (``missing``: name, error)."""
+    if len(missing) == 1:
+        return missing[0][1]
+    names = ", ".join(name for name, _ in missing)
+    details = "".join(f"\n  - {name}: {err}" for name, err in missing)
+    return DataLayoutError(f"{len(missing)} of {total} test sets not found ({names}):{details}")
 
 
 def data_config(overrides: Sequence[str]) -> SegDataModule:

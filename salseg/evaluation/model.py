@@ -162,6 +162,12 @@ def run_model_mode(cfg: Any, out_dir: str | Path) -> tuple[Results, dict[str, Pa
     if not cfg.get("ckpt") and not model_name:
         raise EvaluationError("random_weights=true needs model=<name>")
     input_size = cfg.get("input_size")
+    # the data first: every test set is listed and checked before any weights are resolved
+    # (a zoo name may download hundreds of MB), and every missing set is named at once
+    datamodule = instantiate(cfg.data, verbose=False)
+    test_sets = datamodule.evaluation_sets()
+    if not test_sets:
+        raise EvaluationError(f"data={datamodule.name}: no test images to evaluate")
     launched = launched_rank()
     if launched is not None and int(cfg.get("num_processes", 1)) > 1:
         raise EvaluationError("num_processes starts its own processes; under torchrun each "
@@ -183,10 +189,6 @@ def run_model_mode(cfg: Any, out_dir: str | Path) -> tuple[Results, dict[str, Pa
 
         torch.manual_seed(0)
     predictor = Predictor(kwargs.pop("weights"), **kwargs)
-    datamodule = instantiate(cfg.data, verbose=False)
-    test_sets = datamodule.evaluation_sets()
-    if not test_sets:
-        raise EvaluationError(f"data={datamodule.name}: no test images to evaluate")
     convention = cfg.get("convention", "auto")
     if convention == "auto":
         convention = datamodule.convention
