@@ -144,3 +144,34 @@ def test_export_and_finetune_init_take_a_name(served, tmp_path):
 
     for k, v in read_state_dict(tmp_path / "ref.pth").items():
         assert torch.equal(task.model.state_dict()[k], v), k
+
+
+def test_path_never_downloads(served, capsys, tmp_path):
+    """Issue 20 item 9: docs/zoo.md says to put a file where ``salseg-models path NAME`` says;
+    the command printed that only after downloading (and exited 1 when it could not)."""
+    server, _ = served
+    assert models_main(["path", "tiny-u2netp"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == str(tmp_path / "home" / "zoo" / "downloads" / "u.pth")
+    assert "not in the cache yet: put u.pth at this path" in captured.err
+    assert server.hits == []
+
+
+def test_path_console_script_prints_where_to_put_the_file(tmp_path):
+    import os
+    import subprocess
+
+    env = dict(os.environ, SALSEG_HOME=str(tmp_path / "home"), SALSEG_OFFLINE="1")
+    proc = subprocess.run(["salseg-models", "path", "u2netp"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    target = tmp_path / "home" / "zoo" / "downloads" / "u2netp.pth"
+    assert proc.stdout.strip() == str(target)
+    assert "or one of: u2netp.onnx" in proc.stderr
+    assert not target.parent.exists()  # nothing written, nothing fetched
+    # a file put there by hand is found (and verified against the entry's checksum)
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"not the real weights")
+    bad = subprocess.run(["salseg-models", "path", "u2netp"], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 1 and "checksum" in bad.stderr

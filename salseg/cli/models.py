@@ -4,7 +4,7 @@
     salseg-models info isnet-anime          everything the catalogue says about one name
     salseg-models download u2netp isnet     fetch (and convert) into the cache, with progress
     salseg-models verify                    re-hash every cached file against its checksum
-    salseg-models path u2netp               the local weights file (downloaded if needed)
+    salseg-models path u2netp               the local weights file, or where to put it (no download)
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("names", nargs="+")
     dl.add_argument("--no-progress", action="store_true", help="no progress bar")
     sub.add_parser("verify", help="re-hash every cached file against its checksum")
-    path = sub.add_parser("path", help="print the local weights file of a name")
+    path = sub.add_parser("path", help="print the local weights file of a name, or where to "
+                          "put it (never downloads)")
     path.add_argument("name")
     return p
 
@@ -118,9 +119,27 @@ def cmd_verify() -> int:
 
 
 def cmd_path(name: str) -> int:
-    from salseg.zoo.resolve import resolve_weights
+    """Where the name's weights file is, or where to put it: never downloads.
 
-    print(resolve_weights(catalogue.get_entry(name).name).path)
+    A verified cached file (the converted state dict for an ONNX source that was converted) is
+    printed as it is; otherwise the path the first source's file is downloaded to, with a note
+    on stderr naming the other accepted files."""
+    from salseg.zoo.convert import converted_path
+
+    e = catalogue.get_entry(name)
+    hit = cache.find_cached(e)
+    if hit is not None:
+        path, source = hit
+        if source.format == "onnx":
+            converted = converted_path(e, path)
+            path = converted if converted.is_file() else path
+        print(path)
+        return 0
+    files = list(dict.fromkeys(s.filename for s in e.sources))
+    print(cache.downloads_dir() / files[0])
+    others = f" (or one of: {', '.join(files[1:])}, in the same folder)" if files[1:] else ""
+    print(f"salseg-models: note: {e.name} is not in the cache yet: put {files[0]} at this path"
+          f"{others}, or run 'salseg-models download {e.name}'", file=sys.stderr)
     return 0
 
 
