@@ -36,6 +36,7 @@ def test_every_experiment_composes_and_instantiates(experiment, tmp_path):
     ("u2net_duts", "u2net", 12, "u2net_paper"),
     ("u2netp_duts", "u2netp", 12, "u2net_paper"),
     ("isnet_dis5k", "isnet", 8, "isnet_paper"),
+    ("u2net_dis5k", "u2net", 8, "isnet_paper"),
 ])
 def test_paper_recipes(experiment, model, batch, aug, tmp_path):
     cfg = compose_train([f"experiment={experiment}"], tmp_path)
@@ -43,6 +44,29 @@ def test_paper_recipes(experiment, model, batch, aug, tmp_path):
     opt = cfg.model.optimizer
     assert (opt._target_, opt.lr, list(opt.betas), opt.eps, opt.weight_decay) == (
         "torch.optim.Adam", 0.001, [0.9, 0.999], 1e-8, 0)
+
+
+def test_u2net_dis5k_is_the_dis_protocol_with_u2nets_own_loss(tmp_path):
+    """The DIS paper's U2-Net baseline: everything of isnet_dis5k but the network (its own
+    7-term BCE and its own input normalisation), validated with the DIS script's maxF."""
+    from omegaconf import OmegaConf
+
+    def plain(cfg, key):
+        return OmegaConf.to_container(cfg[key], resolve=True)
+
+    isnet = compose_train(["experiment=isnet_dis5k"], tmp_path)
+    u2net = compose_train(["experiment=u2net_dis5k"], tmp_path)
+    for key in ("trainer", "callbacks"):
+        assert plain(u2net, key) == plain(isnet, key), key
+    data_i, data_u = plain(isnet, "data"), plain(u2net, "data")
+    aug_i, aug_u = data_i.pop("aug"), data_u.pop("aug")
+    assert data_u == data_i
+    assert (aug_i.pop("normalization"), aug_u.pop("normalization")) == ("isnet", "u2net")
+    assert aug_u == aug_i
+    model = u2net.model
+    assert model._target_ == "salseg.tasks.U2NetTask" and list(model.loss_weights) == [1] * 7
+    assert model.val_convention == isnet.model.val_convention == "dis_valid"
+    assert "feature_sync" not in model and u2net.task_name == "u2net_dis5k"
 
 
 @pytest.mark.parametrize("model", ["u2netp", "isnet_gt_encoder"])
