@@ -140,14 +140,14 @@ def test_comparison_table_from_synthetic_measurements():
 
     md = comparison_markdown("isnet", rows)
     lines = md.splitlines()
-    assert lines[lines.index("| Dataset | Row | maxF | MAE | wF | S | E | HCE |") + 1] \
+    assert lines[lines.index("| Dataset | Row | maxF | wF | MAE | S | E | HCE |") + 1] \
         == "|---|---|---:|---:|---:|---:|---:|---:|"
-    assert "| DIS-VD | measured | 0.800 | 0.074 | 0.700 | 0.813 | 0.856 | 1116 |" in lines
-    assert "|  | paper | 0.791 | 0.074 | 0.717 | 0.813 | 0.856 | 1116 |" in lines
-    assert "|  | diff | +0.009 | 0.000 | -0.017 | 0.000 | 0.000 | 0 |" in lines
-    assert "|  | diff | 0.000 | +0.006 | 0.000 | 0.000 | 0.000 | +1 |" in lines  # DIS-TE1
+    assert "| DIS-VD | measured | 0.800 | 0.700 | 0.074 | 0.813 | 0.856 | 1116 |" in lines
+    assert "|  | paper | 0.791 | 0.717 | 0.074 | 0.813 | 0.856 | 1116 |" in lines
+    assert "|  | diff | +0.009 | -0.017 | 0.000 | 0.000 | 0.000 | 0 |" in lines
+    assert "|  | diff | 0.000 | 0.000 | +0.006 | 0.000 | 0.000 | +1 |" in lines  # DIS-TE1
     assert "| DIS-TE4 | measured | – | – | – | – | – | – |" in lines
-    assert "|  | paper | 0.799 | 0.070 | 0.726 | 0.819 | 0.858 | 1016 |" in lines  # overall
+    assert "|  | paper | 0.799 | 0.726 | 0.070 | 0.819 | 0.858 | 1016 |" in lines  # overall
     assert "| my-extra-set | measured | 0.500 | – | – | – | – | – |" in lines
     assert "- no published row for: my-extra-set" in lines
     assert "- paper rows: DIS figures/quan-comp.png" in lines

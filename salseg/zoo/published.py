@@ -38,6 +38,9 @@ METRICS = (("maxF", "max_f", ".3f", True), ("MAE", "mae", ".3f", False),
            ("relaxFb", "relax_fb", ".3f", True), ("E", "mean_em", ".3f", True),
            ("HCE", "hce", ".0f", False))
 METRIC_KEYS = tuple(k for _, k, _, _ in METRICS)
+# column order of each paper's tables (others: METRICS order)
+PAPER_ORDER = {"u2net_paper": ("max_f", "mae", "wf", "sm", "relax_fb"),
+               "dis_paper": ("max_f", "wf", "mae", "sm", "mean_em", "hce")}
 DIS_TE = ("DIS-TE1", "DIS-TE2", "DIS-TE3", "DIS-TE4")
 OVERALL = "DIS-TE(1-4)"  # the DIS paper's "Overall" row: the mean of DIS-TE1..4
 PAPERS = {
@@ -186,6 +189,15 @@ def comparison(keys: Sequence[str], measured: Mapping[str, Mapping[str, float]])
     return out
 
 
+def _columns(papers: Iterable[str], present: set[str]) -> list[tuple[str, str, str, bool]]:
+    """The metrics in ``present``, in the column order of the (first) paper's tables."""
+    by_key = {k: (t, k, f, hi) for t, k, f, hi in METRICS}
+    order = next((PAPER_ORDER[p] for p in papers if p in PAPER_ORDER), ())
+    keys = [k for k in order if k in present] + [k for k in METRIC_KEYS
+                                                 if k in present and k not in order]
+    return [by_key[k] for k in keys]
+
+
 def _cell(value: float | None, fmt: str, signed: bool = False) -> str:
     if value is None:
         return "–"
@@ -197,7 +209,9 @@ def _cell(value: float | None, fmt: str, signed: bool = False) -> str:
 
 def comparison_markdown(model: str, rows: list[dict]) -> str:
     """The measured, paper and diff rows per dataset (only the metrics the paper has)."""
-    used = [(t, k, f) for t, k, f, _ in METRICS if any(k in r["metrics"] for r in rows)]
+    papers = [r["table"].split("/")[0] for r in rows if r["table"]]
+    used = [(t, k, f) for t, k, f, _ in
+            _columns(papers, {k for r in rows for k in r["metrics"]})]
     lines = [f"## Paper vs measured: {model}", "",
              "diff = measured - paper, with the measured value rounded as the paper prints it "
              "(salseg/zoo/published.csv holds the paper rows and their sources). '–': not "
@@ -256,8 +270,7 @@ def leaderboard_markdown(key: str, measured: Mapping[str, Mapping[str, float]], 
     """:func:`leaderboard` as markdown tables (rounded as the paper prints them)."""
     paper = rows_for(key)[0].paper
     board = leaderboard(key, measured, label)
-    used = [(t, k, f, hi) for t, k, f, hi in METRICS
-            if any(k in r.scores for r in rows_for(key))]
+    used = _columns([paper], {k for r in rows_for(key) for k in r.scores})
     lines = [f"## Among the paper's methods: {label}", "",
              f"{PAPERS.get(paper, paper)}; the measured row in bold, sorted by maxF. "
              "Arrows: higher / lower is better.", ""]
