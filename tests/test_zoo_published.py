@@ -177,3 +177,36 @@ def test_leaderboard_puts_the_measured_row_among_the_papers_methods_by_max_f():
     assert "| 3 | **u2netp (measured)** | **0.850** | **0.110** | **0.700** | **0.770** | " \
            "**0.600** |" in md
     assert "| 1 | U2-Net | 0.861 | 0.108 | 0.748 | 0.786 | 0.613 |" in md
+
+
+def _eval_cfg(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    from salseg.config import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("eval", overrides=overrides)
+
+
+def test_each_published_row_is_compared_with_its_own_model(tmp_path):
+    """The reproduce recipes name their table; the DIS paper's U2-Net row belongs to a U2-Net
+    trained on DIS5K (reproduce=u2net_dis5k ckpt=...), never to the zoo's SOD u2net."""
+    from salseg.cli.eval import paper_tables, run
+    from salseg.evaluation.errors import EvaluationError
+
+    for recipe, table in (("u2net", "u2net_paper/U2-Net"), ("u2netp", "u2net_paper/U2-NetP"),
+                          ("isnet", "dis_paper/IS-Net")):
+        assert paper_tables(_eval_cfg([f"reproduce={recipe}"])) == ([table], recipe)
+    cfg = _eval_cfg(["reproduce=u2net_dis5k", "ckpt=runs/u2net_dis5k/best.ckpt"])
+    assert paper_tables(cfg) == (["dis_paper/U2-Net"], "u2net_dis5k")
+    assert [t.split for t in cfg.data.test] == ["DIS-VD", *DIS_TE]
+    with pytest.raises(EvaluationError, match="pass ckpt=<checkpoint>"):
+        run(_eval_cfg(["reproduce=u2net_dis5k"]), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    # the zoo's u2net scored on DIS5K: its table has no DIS set, so no paper cell appears
+    keys, _ = paper_tables(_eval_cfg(["ckpt=u2net", "data=dis5k"]))
+    rows = comparison(keys, {name: {"max_f": 0.7} for name in DIS_TE})
+    assert all(m["paper"] is None for r in rows if r["dataset"] in DIS_TE
+               for m in r["metrics"].values())
+    with pytest.raises(EvaluationError, match="no published table 'dis_paper/Nope'"):
+        paper_tables(_eval_cfg(["ckpt=x.pth", "data=dis5k", "paper_table=dis_paper/Nope"]))

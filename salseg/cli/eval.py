@@ -31,6 +31,11 @@ from salseg.predict.parallel import launched_rank
 
 def run(cfg: DictConfig, out_dir: str | Path) -> dict:
     """Run the evaluation described by ``cfg``; returns metrics.json's content."""
+    if cfg.get("paper_table") and not (cfg.get("ckpt") or cfg.get("random_weights")):
+        # e.g. reproduce=u2net_dis5k, whose model is one the user trained
+        raise EvaluationError(f"paper_table={cfg.paper_table} compares a model with the paper: "
+                              "pass ckpt=<checkpoint> (e.g. a training run's "
+                              "reported_checkpoint, in its train_summary.json)")
     if cfg.get("ckpt") or cfg.get("random_weights"):
         return run_model_mode(cfg, out_dir)
     if launched_rank() is not None:
