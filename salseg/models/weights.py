@@ -184,6 +184,9 @@ def save_state_dict(model: nn.Module, path: str | Path) -> Path:
             from safetensors.torch import save_file
 
             save_file(sd, str(tmp))
+            from salseg.atomic import follow_umask
+
+            follow_umask(tmp)  # save_file replaces the file with a new 0600 one
         else:
             torch.save(sd, tmp)
     return path
