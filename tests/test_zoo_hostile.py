@@ -248,3 +248,37 @@ def test_ctrl_c_prints_no_traceback_and_leaves_no_part(server, weights, zoo_home
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "interrupted" in err
     assert not list(downloads_dir().glob("*.part")) and not cached().exists()
+
+
+def test_ctrl_c_during_a_download_by_salseg_predict(server, weights, zoo_home, tmp_path):
+    """salseg-predict --weights NAME downloading: Ctrl-C exits 130 without a traceback."""
+    from PIL import Image
+
+    Image.new("RGB", (16, 16)).save(tmp_path / "a.png")
+    server.files["/u.pth"] = weights["a"][:400]
+    server.trickle["/u.pth"] = 0.05
+    script = (
+        "import sys\n"
+        "from salseg.zoo import catalogue\n"
+        "from salseg.zoo.catalogue import Source, ZooEntry\n"
+        f"e = ZooEntry(name='tiny', architecture='u2netp', description='t', license='t',"
+        f" training_data='t', paper='t', sources=(Source({server.url('/u.pth')!r}, None,"
+        " 'u.pth', 't', 'unpinned'),))\n"
+        "catalogue._BY_NAME['tiny'] = e\n"
+        "from salseg.cli.predict import main\n"
+        "print('started', flush=True)\n"
+        f"sys.exit(main([{str(tmp_path / 'a.png')!r}, '-o', {str(tmp_path / 'out')!r},"
+        " '--weights', 'tiny', '--device', 'cpu']))\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "SALSEG_HOME": str(zoo_home)})
+    assert proc.stdout.readline().strip() == "started"
+    deadline = time.monotonic() + 60
+    while not server.hits and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "interrupted" in err
+    assert not list(downloads_dir().glob("*.part"))
