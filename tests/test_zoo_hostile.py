@@ -250,13 +250,26 @@ def test_ctrl_c_prints_no_traceback_and_leaves_no_part(server, weights, zoo_home
     assert not list(downloads_dir().glob("*.part")) and not cached().exists()
 
 
-def test_ctrl_c_during_a_download_by_salseg_predict(server, weights, zoo_home, tmp_path):
-    """salseg-predict --weights NAME downloading: Ctrl-C exits 130 without a traceback."""
+@pytest.mark.parametrize("command", ["predict", "eval"])
+def test_ctrl_c_during_a_download_by_salseg_predict(server, weights, zoo_home, tmp_path,
+                                                    command):
+    """salseg-predict --weights NAME / salseg-eval ckpt=NAME downloading: Ctrl-C exits 130
+    without a traceback."""
     from PIL import Image
 
     Image.new("RGB", (16, 16)).save(tmp_path / "a.png")
     server.files["/u.pth"] = weights["a"][:400]
     server.trickle["/u.pth"] = 0.05
+    if command == "predict":
+        call = ("from salseg.cli.predict import main\n"
+                f"sys.exit(main([{str(tmp_path / 'a.png')!r}, '-o', {str(tmp_path / 'out')!r},"
+                " '--weights', 'tiny', '--device', 'cpu']))\n")
+    else:
+        call = ("from salseg.cli.eval import main\n"
+                "sys.argv = ['salseg-eval', 'ckpt=tiny', 'data=custom',"
+                f" 'data.images={tmp_path}', 'data.masks={tmp_path}',"
+                f" 'hydra.run.dir={tmp_path / 'run'}']\n"
+                "main()\n")
     script = (
         "import sys\n"
         "from salseg.zoo import catalogue\n"
@@ -265,15 +278,12 @@ def test_ctrl_c_during_a_download_by_salseg_predict(server, weights, zoo_home, t
         f" training_data='t', paper='t', sources=(Source({server.url('/u.pth')!r}, None,"
         " 'u.pth', 't', 'unpinned'),))\n"
         "catalogue._BY_NAME['tiny'] = e\n"
-        "from salseg.cli.predict import main\n"
-        "print('started', flush=True)\n"
-        f"sys.exit(main([{str(tmp_path / 'a.png')!r}, '-o', {str(tmp_path / 'out')!r},"
-        " '--weights', 'tiny', '--device', 'cpu']))\n")
+        "print('started', flush=True)\n" + call)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "SALSEG_HOME": str(zoo_home)})
     assert proc.stdout.readline().strip() == "started"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while not server.hits and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.5)
@@ -282,3 +292,16 @@ def test_ctrl_c_during_a_download_by_salseg_predict(server, weights, zoo_home, t
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "interrupted" in err
     assert not list(downloads_dir().glob("*.part"))
+
+
+def test_unpinned_safetensors_must_fit_the_architecture(server, monkeypatch, capsys, tmp_path):
+    e = register(monkeypatch, server, "/u.safetensors")
+    for arch, ok in (("isnet", False), ("u2netp", True)):
+        data = save_state_dict(random_model(arch, seed=5), tmp_path / f"{arch}.safetensors"
+                               ).read_bytes()
+        server.files["/u.safetensors"] = data
+        assert models_main(["download", e.name, "--no-progress"]) == (0 if ok else 1)
+        if not ok:
+            assert "the safetensors file does not fit u2netp" in capsys.readouterr().err
+            assert recorded_pin(e.sources[0]) is None
+    assert cached("u.safetensors").read_bytes() == data
