@@ -54,6 +54,12 @@ def mkstemp(dir: str | Path, prefix: str = "", suffix: str = ".tmp") -> tuple[in
     return fd, tmp
 
 
+def follow_umask(path: str | Path) -> None:
+    """Give ``path`` the mode of a plain ``open()`` (0666 & ~umask): for writers that replace
+    the temporary file with a new private one (``safetensors.save_file``)."""
+    os.chmod(path, 0o666 & ~current_umask())
+
+
 def mkdtemp(dir: str | Path, prefix: str = "") -> str:
     """``tempfile.mkdtemp`` whose folder gets the mode of a plain ``mkdir`` (0777 & ~umask)."""
     tmp = tempfile.mkdtemp(dir=dir, prefix=prefix)

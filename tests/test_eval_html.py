@@ -95,3 +95,21 @@ def test_folder_mode_writes_report_and_thumbnails(tmp_path):
     with pytest.raises(EvaluationError, match="image_dir"):
         evaluate_folders(pred_dir, gt_dir, tmp_path / "o3", progress=False, workers=1,
                          image_dir=tmp_path / "nope")
+
+
+def test_render_is_one_pass_and_json_is_script_safe():
+    """Issue 19.3 without a browser: a name holding ``%DATA%`` stays text (it used to splice the
+    raw gallery JSON into the table) and the inlined JSON holds no ``<``, ``>``, ``&``, U+2028."""
+    hostile = "%DATA%<img src=x onerror=alert(1)>&\u2028"
+    rows = [{"name": hostile, "height": 2, "width": 2, "resized": False, "mae": 0.5}]
+    summary = {"convention": "u2net", "n_images": 1, "max_f": 0.5, "mae": 0.5}
+    page = render_report({hostile: {hostile: DatasetScores(summary, {}, rows)},
+                          "m2": {hostile: DatasetScores(summary, {}, rows)}}, None,
+                         plots=False, title=hostile)
+    assert "<img src=x" not in page and "%DATA%&lt;img src=x" in page
+    raw = re.search(r'<script id="data" type="application/json">(.*?)</script>', page,
+                    re.S).group(1)
+    assert not set(raw) & {"<", ">", "&", "\u2028", "\u2029"}
+    data = json.loads(raw)
+    assert data["methods"][0] == hostile and data["datasets"][0]["items"][0]["n"] == hostile
+    assert '<meta http-equiv="Content-Security-Policy"' in page and "'unsafe-inline'" not in page

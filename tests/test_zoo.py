@@ -58,7 +58,14 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
 
 
-PAYLOAD = b"weights" * 1000
+PAYLOAD = b"weights" * 1000  # for pinned sources: the checksum is what is checked
+
+
+@pytest.fixture(scope="module")
+def real_weights(tmp_path_factory) -> bytes:
+    """A loadable U2-NetP state dict: what an unpinned source must be before it is trusted."""
+    path = tmp_path_factory.mktemp("weights") / "u2netp.pth"
+    return save_state_dict(random_model("u2netp", seed=11), path).read_bytes()
 
 
 # -- the catalogue itself ---------------------------------------------------------------------
@@ -145,7 +152,8 @@ def test_every_attempt_is_listed(server):
     assert str(downloads_dir()) in text
 
 
-def test_interrupted_transfer_moves_on_and_leaves_nothing(server):
+def test_interrupted_transfer_moves_on_and_leaves_nothing(server, real_weights):
+    PAYLOAD = real_weights  # noqa: N806
     server.files["/cut/w.pth"] = PAYLOAD
     server.truncated.add("/cut/w.pth")
     server.files["/ok/w.pth"] = PAYLOAD
@@ -161,7 +169,8 @@ def test_interrupted_transfer_moves_on_and_leaves_nothing(server):
     assert src.origin == "ok" and path.read_bytes() == PAYLOAD
 
 
-def test_unpinned_source_is_trusted_on_first_use_only(server):
+def test_unpinned_source_is_trusted_on_first_use_only(server, real_weights):
+    PAYLOAD = real_weights  # noqa: N806
     server.files["/w.pth"] = PAYLOAD
     src = Source(server.url("/w.pth"), None, "w.pth", "drive", "unpinned")
     path, _ = fetch(entry(src), progress=False)

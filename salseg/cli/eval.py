@@ -160,6 +160,9 @@ def _hydra_main(cfg: DictConfig) -> None:
     except (EvaluationError, WeightsError, DataError, ValueError) as err:
         print(f"salseg-eval: error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:  # e.g. during a model-zoo download: nothing partial is kept
+        print("salseg-eval: interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 def main() -> None:

@@ -5,6 +5,7 @@
     salseg-models download u2netp isnet     fetch (and convert) into the cache, with progress
     salseg-models verify                    re-hash every cached file against its checksum
     salseg-models path u2netp               the local weights file, or where to put it (no download)
+    salseg-models forget u2net_human_seg    delete a name's cached files and recorded checksums
 """
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     path = sub.add_parser("path", help="print the local weights file of a name, or where to "
                           "put it (never downloads)")
     path.add_argument("name")
+    forget = sub.add_parser("forget", help="delete a name's cached files and the checksum "
+                            "recorded at its first download (trust on first use)")
+    forget.add_argument("names", nargs="+")
     return p
 
 
@@ -109,7 +113,7 @@ def cmd_verify() -> int:
                 continue
             checked += 1
             try:
-                got = cache.verify_file(path, s)
+                got = cache.verify_file(path, s, name=e.name)
                 print(f"ok       {path.name}  {got}")
             except cache.ChecksumError as exc:
                 bad += 1
@@ -143,6 +147,18 @@ def cmd_path(name: str) -> int:
     return 0
 
 
+def cmd_forget(names: list[str]) -> int:
+    entries = [catalogue.get_entry(n) for n in names]
+    for e in entries:
+        removed = cache.forget(e)
+        for path in removed:
+            print(f"{e.name}: removed {path}" if path != cache.pins_path()
+                  else f"{e.name}: removed the recorded checksum(s) from {path}")
+        if not removed:
+            print(f"{e.name}: nothing cached")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -154,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_download(args.names, not args.no_progress)
         if args.command == "verify":
             return cmd_verify()
+        if args.command == "forget":
+            return cmd_forget(args.names)
         return cmd_path(args.name)
     except KeyError as exc:
         print(f"salseg-models: error: {exc.args[0]}", file=sys.stderr)
@@ -161,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     except cache.ZooError as exc:
         print(f"salseg-models: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("salseg-models: interrupted (nothing partial is left in the cache)",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -187,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuntimeError, OSError) as exc:  # WeightsError is a RuntimeError
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # e.g. during a model-zoo download: nothing partial is kept
+        print("interrupted (before any image was predicted)", file=sys.stderr)
+        return 130
     if getattr(predictor, "is_classifier", False) and set(args.save) != {"mask"}:
         print(f"error: {args.weights} predicts class maps ({', '.join(predictor.classes)}); "
               "only --save mask applies (the mask holds the class index)", file=sys.stderr)

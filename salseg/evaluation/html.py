@@ -10,12 +10,22 @@ images open in a browser in seconds.
 Thumbnails are made while the images are scored (:meth:`Gallery.tap` wraps the stream of
 ``(name, prediction, GT)`` items, so no map is read twice) in background threads, and written
 to ``report_files/`` beside ``report.html``; the per-image values are inlined as JSON.
+
+Names in the report (methods, datasets, images) come from folder and file names, so they are
+treated as hostile: the page is rendered in one pass (a ``%DATA%`` inside a name stays text),
+every inserted value is escaped for its context (HTML text; JSON inside ``<script>`` with
+``<``, ``>``, ``&``, U+2028 and U+2029 as ``\\u`` escapes) and the page's script only ever
+sets ``textContent``.  A Content-Security-Policy meta tag allows nothing but the page's own
+inline script and style (by their sha256) and images from the report's folder.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import json
 import math
+import re
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -279,23 +289,35 @@ def _table(results: dict) -> str:
     return "\n".join(blocks)
 
 
+_JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
+                 "\u2029": "\\u2029"}
+
+
+def script_json(value: Any) -> str:
+    """JSON safe inside a ``<script>`` element: no ``<``, ``>``, ``&`` (so no ``</script>`` or
+    ``<!--``) and no U+2028 / U+2029; ``JSON.parse`` reads the same value back."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return re.sub("[<>&\u2028\u2029]", lambda m: _JSON_ESCAPES[m.group(0)], text)
+
+
+_SLOT = re.compile(r"%(TITLE|TABLE|CURVES|DATA)%")
+
+
 def render_report(results: dict, gallery: Gallery | None, plots: bool = True,
                   title: str = "Evaluation report") -> str:
-    """The text of ``report.html``."""
-    data = json.dumps(gallery_data(results, gallery), separators=(",", ":"))
-    data = data.replace("</", "<\\/")  # never closes the <script> element
+    """The text of ``report.html`` (every slot of the template filled in one pass)."""
     curves = ("<div class='curves'><img src='pr_curve.png' alt='precision-recall curves'>"
               "<img src='f_curve.png' alt='F-measure curves'></div>") if plots else ""
-    return (_TEMPLATE.replace("%TITLE%", html.escape(title))
-            .replace("%TABLE%", _table(results))
-            .replace("%CURVES%", curves)
-            .replace("%DATA%", data))
+    values = {"TITLE": html.escape(title), "TABLE": _table(results), "CURVES": curves,
+              "DATA": script_json(gallery_data(results, gallery))}
+    return _SLOT.sub(lambda m: values[m.group(1)], _PAGE)
 
 
 _TEMPLATE = r"""<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="%CSP%">
 <title>%TITLE%</title>
 <style>
   body { margin: 0; padding: 16px 24px; font: 14px/1.45 system-ui, sans-serif; color: #1d232a;
@@ -321,6 +343,7 @@ _TEMPLATE = r"""<!doctype html>
   .vals span.key { color: #5d6b78; margin-right: 4px; }
   .vals .sorted { font-weight: 700; color: #1d232a; }
   button { font: inherit; padding: 2px 10px; }
+  .legend .fp { background: rgb(255,48,48); } .legend .fn { background: rgb(40,140,255); }
 </style>
 </head>
 <body>
@@ -337,8 +360,8 @@ _TEMPLATE = r"""<!doctype html>
   <label>Per page <select id="pagesize"><option>20</option><option selected>50</option>
     <option>100</option><option>200</option></select></label>
   <span><button id="prev">◀</button> <span id="page"></span> <button id="next">▶</button></span>
-  <span class="legend">errors:<span style="background:rgb(255,48,48)"></span>false positive
-    <span style="background:rgb(40,140,255)"></span>false negative</span>
+  <span class="legend">errors:<span class="fp"></span>false positive
+    <span class="fn"></span>false negative</span>
 </div>
 <div id="cards"></div>
 <script id="data" type="application/json">%DATA%</script>
@@ -462,3 +485,20 @@ if (DATA.datasets.length) { fillSort(); sortItems(); render(); }
 </body>
 </html>
 """
+
+
+def _sha256_source(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode() + "'"
+
+
+def _csp(template: str) -> str:
+    """The page's Content-Security-Policy: its one inline script and style by hash, images from
+    its own folder (``report_files/``, the curves), nothing else (no network, no plugins)."""
+    script = re.search(r"<script>(.*?)</script>", template, re.S).group(1)
+    style = re.search(r"<style>(.*?)</style>", template, re.S).group(1)
+    return ("default-src 'none'; script-src " + _sha256_source(script) + "; style-src "
+            + _sha256_source(style) + "; img-src 'self' file: data:; base-uri 'none'; "
+            "form-action 'none'")
+
+
+_PAGE = _TEMPLATE.replace("%CSP%", _csp(_TEMPLATE))

@@ -77,13 +77,15 @@ def evaluate_model(predictor: Predictor, test_sets: Sequence[tuple[str, Sequence
                    save_predictions: bool = False, workers: int = 0, hce_binarize: str = "dis",
                    skeleton_cache: str | None = None, progress: bool = True, plots: bool = True,
                    overwrite: bool = False, html: bool = True, num_processes: int = 1,
-                   predictor_kwargs: dict | None = None, launched: LaunchedRank | None = None
-                   ) -> tuple[Results, dict[str, Path]]:
+                   predictor_kwargs: dict | None = None, launched: LaunchedRank | None = None,
+                   keep_maps: bool = False) -> tuple[Results, dict[str, Path]]:
     """Predict and score every test set; write the same reports as folder mode into ``out_dir``.
 
     ``num_processes > 1`` (with ``predictor_kwargs``, the :class:`Predictor` arguments) first
     writes the maps with that many processes into ``predictions/<set>`` (kept) or
-    ``.maps/<set>`` (kept for a restart), then scores them (same values as one process).
+    ``.maps/<set>`` (deleted once scored unless ``keep_maps``), then scores them (same values
+    as one process).  The maps folder carries a manifest of what made the maps
+    (:func:`salseg.evaluation.parallel.maps_fingerprint`): a restart reuses matching maps only.
     ``launched`` (a ``torchrun`` rank, in a joined process group): this process writes the maps
     of its shard of every set the same way, waits for every rank, leaves the group, and only
     rank 0 scores and writes the reports (the others return empty results).
@@ -98,9 +100,22 @@ def evaluate_model(predictor: Predictor, test_sets: Sequence[tuple[str, Sequence
     def maps_folder(name: str) -> Path:  # where multi-process runs put the maps
         return out_dir / "predictions" / name if save_predictions else out_dir / ".maps" / name
 
+    def prepare_maps() -> None:  # tie the maps folders to this model (stale maps are deleted)
+        from salseg.evaluation.parallel import maps_fingerprint, prepare_maps_folder
+
+        for name, pairs in test_sets:
+            prepare_maps_folder(maps_folder(name),
+                                maps_fingerprint(predictor, predictor_kwargs, pairs))
+
+    if num_processes > 1 and launched is None:
+        if predictor_kwargs is None:
+            raise ValueError("num_processes > 1 needs predictor_kwargs")
+        prepare_maps()
     if launched is not None:  # (only then: a DDP training's test=true runs this on rank 0 alone)
         from salseg.evaluation.parallel import barrier, leave_group, write_maps
 
+        if launched.rank == 0:
+            prepare_maps()
         barrier()  # every rank has checked the folder before any rank writes into it
         for name, pairs in test_sets:
             write_maps(predictor, shard(pairs, launched.rank, launched.world), maps_folder(name),
@@ -123,8 +138,6 @@ def evaluate_model(predictor: Predictor, test_sets: Sequence[tuple[str, Sequence
         elif num_processes > 1:
             from salseg.evaluation.parallel import predict_to_folder
 
-            if predictor_kwargs is None:
-                raise ValueError("num_processes > 1 needs predictor_kwargs")
             maps_dir = maps_folder(name)
             predict_to_folder(predictor_kwargs, pairs, maps_dir, num_processes, batch_size,
                               num_workers)
@@ -139,7 +152,30 @@ def evaluate_model(predictor: Predictor, test_sets: Sequence[tuple[str, Sequence
         per_dataset[name] = scores
     results: Results = {method: per_dataset}
     paths = write_reports(results, out_dir, plots=plots, overwrite=overwrite, gallery=gallery)
+    if (num_processes > 1 or launched is not None) and not save_predictions and not keep_maps:
+        from salseg.evaluation.parallel import discard_maps
+
+        discard_maps(out_dir / ".maps")  # scored: nothing a later run could mistake for its own
     return results, paths
+
+
+def _size_list(size: Any) -> list[int] | None:
+    """``input_size`` of the config: ``null``, an int (a square size, as salseg-predict takes)
+    or ``[h, w]``."""
+    from omegaconf import ListConfig
+
+    from salseg.evaluation.errors import EvaluationError
+
+    if size is None:
+        return None
+    if isinstance(size, bool):
+        raise EvaluationError(f"input_size={size!r}: expected an int or [height, width]")
+    if isinstance(size, int):
+        return [size, size]
+    if isinstance(size, (list, tuple, ListConfig)) and len(size) == 2 \
+            and all(isinstance(s, int) and not isinstance(s, bool) for s in size):
+        return [int(s) for s in size]
+    raise EvaluationError(f"input_size={size!r}: expected an int or [height, width]")
 
 
 def run_model_mode(cfg: Any, out_dir: str | Path) -> tuple[Results, dict[str, Path]]:
@@ -181,7 +217,7 @@ def run_model_mode(cfg: Any, out_dir: str | Path) -> tuple[Results, dict[str, Pa
     predictor_kwargs = dict(
         weights=None if cfg.get("random_weights") else str(cfg.ckpt), model=model_name,
         device=device, precision=str(cfg.get("precision", "fp32")),
-        input_size=list(input_size) if input_size is not None else None,
+        input_size=_size_list(input_size),
         resize=str(cfg.get("resize", "official")))
     kwargs = dict(predictor_kwargs)
     if cfg.get("random_weights"):  # the same random network in every process and every run
@@ -206,7 +242,8 @@ def run_model_mode(cfg: Any, out_dir: str | Path) -> tuple[Results, dict[str, Pa
             skeleton_cache=cfg.get("skeleton_cache"), progress=bool(cfg.get("progress", True)),
             plots=bool(cfg.get("plots", True)), overwrite=bool(cfg.get("overwrite", False)),
             html=bool(cfg.get("html", True)), num_processes=int(cfg.get("num_processes", 1)),
-            predictor_kwargs=predictor_kwargs, launched=launched)
+            predictor_kwargs=predictor_kwargs, launched=launched,
+            keep_maps=bool(cfg.get("keep_maps", False)))
     finally:
         if launched is not None:
             from salseg.evaluation.parallel import leave_group

@@ -73,6 +73,27 @@ def resolve_checkpoint(path: str | Path) -> Path:
         raise WeightsError(str(exc)) from exc
 
 
+def _not_a_file(path: Path) -> str:
+    """Why ``path`` cannot be read as a checkpoint: a folder (perhaps shadowing a model-zoo
+    name), or a missing file (perhaps meant as the zoo name its stem is)."""
+    from salseg.zoo.catalogue import get_entry, is_zoo_name
+
+    text = str(path)
+    if path.is_dir():
+        msg = f"{path}: is a folder, not a checkpoint file"
+        if is_zoo_name(text):
+            msg += (f"; it shadows the model-zoo name {get_entry(text).name!r} (an existing path "
+                    "wins over a name): run from another folder, or pass the cached file "
+                    f"(salseg-models path {get_entry(text).name})")
+        return msg
+    msg = f"{path}: checkpoint file not found (nor a model-zoo name; see salseg-models list)"
+    stem = path.stem if path.suffix.lower() in (".pth", ".pt", ".onnx", ".safetensors",
+                                                ".ckpt") else None
+    if stem and path.parent == Path(".") and is_zoo_name(stem):
+        msg += f"; did you mean the model-zoo name {get_entry(stem).name!r}?"
+    return msg
+
+
 def read_state_dict(path: str | Path, prefix: str | None = None) -> OrderedDict[str, torch.Tensor]:
     """Read the network's state dict from any supported file, with wrapper prefixes removed.
 
@@ -81,8 +102,7 @@ def read_state_dict(path: str | Path, prefix: str | None = None) -> OrderedDict[
     """
     path = resolve_checkpoint(path)
     if not path.is_file():
-        raise WeightsError(f"{path}: checkpoint file not found (nor a model-zoo name; see "
-                           "salseg-models list)")
+        raise WeightsError(_not_a_file(path))
     if path.stat().st_size == 0:
         raise WeightsError(f"{path}: checkpoint file is empty (0 bytes)")
     suffix = path.suffix.lower()
@@ -184,6 +204,9 @@ def save_state_dict(model: nn.Module, path: str | Path) -> Path:
             from safetensors.torch import save_file
 
             save_file(sd, str(tmp))
+            from salseg.atomic import follow_umask
+
+            follow_umask(tmp)  # save_file replaces the file with a new 0600 one
         else:
             torch.save(sd, tmp)
     return path

@@ -10,6 +10,8 @@ Rules:
   them) before anything is decoded, with or without ``overwrite``;
 * an image whose requested outputs all exist is skipped (not decoded) unless ``overwrite``;
   when only some exist, only the missing ones are written;
+* an output path that is a dangling symbolic link is never silently left unwritten: without
+  ``overwrite`` the image fails, naming the link (``overwrite`` replaces the link by the file);
 * images larger than ``max_pixels`` are refused from their header alone, before decoding, so
   memory stays bounded (Pillow's decompression-bomb guard is set to the same limit).
 """
@@ -176,6 +178,13 @@ def _predict(predictor: Predictor, items: list[InputItem], outdir: str | Path,
         targets = {k: output_path(outdir, item.rel, k) for k in save.kinds}
         if not save.overwrite:
             targets = {k: p for k, p in targets.items() if not p.exists()}
+            dangling = [p for p in targets.values() if p.is_symlink()]
+            if dangling:  # exists() is False for them, yet a file cannot be linked there
+                summary.failed.append(InputProblem(str(item.path), (
+                    f"output {dangling[0]} is a dangling symbolic link (to "
+                    f"{os.readlink(dangling[0])}); not written: remove the link, or "
+                    "--overwrite replaces it")))
+                continue
         if targets:
             work.append((item, targets))
         else:

@@ -1,8 +1,9 @@
 """Collect the images to predict from command-line arguments and plan their output names.
 
 An argument is a folder (its images; sub-folders with ``recursive``), a text list (``.txt`` or
-``.lst``: one path per line, relative to the list's folder, ``#`` comments), an image file, or a
-glob pattern (``**`` allowed).  Outputs keep a folder's sub-folder structure (``rel`` below), so
+``.lst``: one image path per line, relative to the list's folder, ``#`` comments; a text file
+with a line that does not name an image file, such as notes, is refused rather than read as
+paths), an image file, or a glob pattern (``**`` allowed).  Outputs keep a folder's sub-folder structure (``rel`` below), so
 ``OUTDIR/<rel>.png`` never mixes two inputs; names that would still collide are errors.
 Arguments that match nothing are reported, not ignored.
 
@@ -160,6 +161,13 @@ def collect_inputs(arguments: list[str], recursive: bool = False,
                 continue
             if not listed:
                 problems.append(InputProblem(arg, "list is empty"))
+            not_images = [p for p in listed if p.suffix.lower() not in IMAGE_SUFFIXES]
+            if not_images:
+                problems.append(InputProblem(arg, (
+                    f"not a list of images: {len(not_images)} of its {len(listed)} line(s) "
+                    f"name no image file (e.g. {not_images[0].name!r}); a .txt/.lst input "
+                    "holds one image path per line")))
+                continue
             for p in listed:
                 add(p, p.stem)  # missing files are reported when they are read
         elif path.exists():

@@ -127,6 +127,62 @@ def predict_files_parallel(predictor_kwargs: dict[str, Any], items: list[InputIt
     summary = summary or RunSummary()
     world = min(num_processes, max(1, len(items)))
     ctx = get_context("spawn")
+    before = _output_states(items, outdir, save)
+    counts = (summary.total, summary.written, summary.skipped, summary.outputs)
+    try:
+        _run_pool(ctx, world, predictor_kwargs, items, outdir, save, loop_kwargs, summary,
+                  progress)
+    except KeyboardInterrupt:  # the shards' summaries are lost: count what is on disk
+        summary.total, summary.written, summary.skipped, summary.outputs = counts
+        _count_interrupted(before, items, outdir, save, summary)
+        raise
+    return summary
+
+
+def _output_states(items: list[InputItem], outdir: str | Path, save: SaveOptions
+                   ) -> dict[Path, tuple[int, int] | None]:
+    """(inode, mtime) of every planned output before the run (``None``: absent)."""
+    from salseg.predict.inputs import output_path
+
+    states: dict[Path, tuple[int, int] | None] = {}
+    for item in items:
+        for kind in save.kinds:
+            path = output_path(outdir, item.rel, kind)
+            try:
+                st = path.stat()
+                states[path] = (st.st_ino, st.st_mtime_ns)
+            except OSError:
+                states[path] = None
+    return states
+
+
+def _count_interrupted(before: dict[Path, tuple[int, int] | None], items: list[InputItem],
+                       outdir: str | Path, save: SaveOptions, summary: RunSummary) -> None:
+    """An interrupted run's true summary: the outputs written (new or replaced: atomic writes
+    give a new inode) and the images they belong to."""
+    from salseg.predict.inputs import output_path
+
+    summary.total += len(items)
+    for item in items:
+        paths = [output_path(outdir, item.rel, kind) for kind in save.kinds]
+        new = 0
+        for path in paths:
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            if before.get(path) != (st.st_ino, st.st_mtime_ns):
+                new += 1
+        summary.outputs += new
+        if new:
+            summary.written += 1
+        elif not save.overwrite and all(before.get(p) is not None for p in paths):
+            summary.skipped += 1
+
+
+def _run_pool(ctx, world: int, predictor_kwargs: dict[str, Any], items: list[InputItem],  # noqa: ANN001
+              outdir: str | Path, save: SaveOptions, loop_kwargs: dict[str, Any],
+              summary: RunSummary, progress: bool) -> None:
     with ProcessPoolExecutor(max_workers=world, mp_context=ctx) as pool:
         futures = {pool.submit(_run_shard, rank, world, predictor_kwargs, items, str(outdir),
                                save, loop_kwargs): rank for rank in range(world)}
@@ -143,4 +199,3 @@ def predict_files_parallel(predictor_kwargs: dict[str, Any], items: list[InputIt
                 print(f"[salseg] shard {futures[future]} done ({done}/{world}): "
                       f"{part.written} predicted, {part.skipped} skipped, {len(part.failed)} "
                       "failed", file=sys.stderr, flush=True)
-    return summary

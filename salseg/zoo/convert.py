@@ -11,12 +11,12 @@ checksum) with metadata ``salseg.zoo``, ``salseg.folded_bn`` and ``salseg.max_ab
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from salseg.atomic import follow_umask, mkstemp
 from salseg.zoo.cache import ZooError, converted_dir, file_hash, lock_for
 from salseg.zoo.catalogue import ZooEntry
 
@@ -93,6 +93,8 @@ def convert_onnx(entry: ZooEntry, onnx_path: str | Path) -> Path:
 
     onnx_path = Path(onnx_path)
     target = converted_path(entry, onnx_path)
+    if target.is_file():  # written whole (rename) by an earlier run: no lock needed to read it
+        return target
     with lock_for(target):
         if target.is_file():
             return target
@@ -108,7 +110,7 @@ def convert_onnx(entry: ZooEntry, onnx_path: str | Path) -> Path:
                                   f"(out_ch={entry.out_ch}): {exc}") from exc
         kind, diff = check_conversion(model, entry.architecture, onnx_path)
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        fd, tmp = mkstemp(target.parent, prefix=f".{target.name}.", suffix=".tmp")
         os.close(fd)
         try:
             tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
@@ -118,6 +120,7 @@ def convert_onnx(entry: ZooEntry, onnx_path: str | Path) -> Path:
                 "salseg.folded_bn": "1" if has_folded_batchnorm(tensors) else "0",
                 "salseg.onnx_output": kind, "salseg.max_abs_diff": f"{diff:.3g}",
                 "salseg.source": onnx_path.name})
+            follow_umask(tmp)  # save_file writes a new 0600 file
             os.replace(tmp, target)
         finally:
             Path(tmp).unlink(missing_ok=True)
