@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from fastapi import FastAPI, File, Form, Query, UploadFile
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
@@ -458,6 +458,7 @@ def create_app(models: list[ServedModel], settings: ServeSettings = ServeSetting
                          503: {"description": "queue or memory budget full"},
                          504: {"description": "request timeout"}})
     async def remove(
+        request: Request,
         file: UploadFile = File(..., description="the image (any format Pillow reads)"),
         model: str | None = Form(None, description="model id (GET /api/models); default: the "
                                                    "first loaded"),
@@ -501,8 +502,9 @@ def create_app(models: list[ServedModel], settings: ServeSettings = ServeSetting
             wait = settings.timeout if settings.memory_wait is None else settings.memory_wait
             async with budget.reserve(need, wait, filename):
                 try:
-                    png = await asyncio.wait_for(_process(served, data, filename, options),
-                                                 settings.timeout)
+                    client = request.client.host if request.client else None
+                    png = await asyncio.wait_for(
+                        _process(served, data, filename, options, client), settings.timeout)
                 except asyncio.TimeoutError:
                     raise UploadError(504, f"{filename}: no result within the server's timeout "
                                            f"of {settings.timeout:g} s") from None
@@ -515,10 +517,10 @@ def create_app(models: list[ServedModel], settings: ServeSettings = ServeSetting
             "X-Process-Time": f"{time.monotonic() - start:.4f}"})
 
     async def _process(served: ServedModel, data: bytes, filename: str,
-                       options: RenderOptions) -> bytes:
+                       options: RenderOptions, client: str | None) -> bytes:
         pipeline = pipelines[served.id]
         image, x = await pool.run(decode_step, pipeline, data, filename, settings.max_pixels,
-                                  options)
+                                  options, client=client)
         assert served.batcher is not None
         try:
             future = served.batcher.submit(x)
@@ -528,7 +530,7 @@ def create_app(models: list[ServedModel], settings: ServeSettings = ServeSetting
             prob = await asyncio.wrap_future(future)
         except Exception as exc:  # noqa: BLE001 - e.g. out of memory on the device
             raise UploadError(500, f"inference failed ({type(exc).__name__}: {exc})") from None
-        return await pool.run(finish_step, pipeline, prob, image, options)
+        return await pool.run(finish_step, pipeline, prob, image, options, client=client)
 
     app.add_middleware(RequestGuard, settings=settings, counter=counter)
     return app

@@ -14,6 +14,7 @@ the same way.  :class:`~salseg.serve.outputs.UploadError` raised by a step keeps
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import threading
 from collections.abc import Callable
@@ -78,6 +79,7 @@ class WorkerPool:
         self._all: set[_Worker] = set()
         self._lock = threading.Lock()
         self._slots: asyncio.Semaphore | None = None
+        self._per_client: dict[str, list] = {}  # client -> [semaphore, users]
         self.killed = 0  # workers killed with an abandoned step
         self._ctx = None
         if size:
@@ -106,13 +108,30 @@ class WorkerPool:
             self._all.discard(worker)
         worker.kill()
 
-    async def run(self, fn: Callable, *args: Any) -> Any:
+    @contextlib.asynccontextmanager
+    async def _client_slot(self, client: str | None):  # noqa: ANN202
+        """One client (address) holds at most ``size - 1`` workers (1 when ``size`` is 1), so
+        that costly requests from one address leave a worker to the others."""
+        if client is None or self.size < 2:
+            yield
+            return
+        entry = self._per_client.setdefault(client, [asyncio.Semaphore(self.size - 1), 0])
+        entry[1] += 1
+        try:
+            async with entry[0]:
+                yield
+        finally:
+            entry[1] -= 1
+            if not entry[1]:
+                del self._per_client[client]
+
+    async def run(self, fn: Callable, *args: Any, client: str | None = None) -> Any:
         """``fn(*args)`` in a worker; cancelling the awaiting task kills the worker."""
         if not self.size:
             return await asyncio.to_thread(fn, *args)
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.size)
-        async with self._slots:
+        async with self._client_slot(client), self._slots:
             worker = await asyncio.to_thread(self._take)
             healthy = False
             try:
