@@ -78,8 +78,8 @@ def pss_mb(pid: int) -> float:
     return rss_mb(pid)
 
 
-def tree_pss_mb(pid: int) -> float:
-    """Memory of ``pid`` and all its descendants (the worker processes), as PSS."""
+def descendants(pid: int) -> list[int]:
+    """``pid`` and all its descendants (the forkserver and the worker processes)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -89,14 +89,22 @@ def tree_pss_mb(pid: int) -> float:
                 continue
             ppid = int(stat.rsplit(")", 1)[1].split()[1])
             children.setdefault(ppid, []).append(int(entry.name))
-    total, todo = 0.0, [pid]
+    found, todo = [], [pid]
     while todo:
         p = todo.pop()
+        found.append(p)
+        todo.extend(children.get(p, []))
+    return found
+
+
+def tree_pss_mb(pids: list[int]) -> float:
+    """Memory of the processes as PSS (shared pages counted once)."""
+    total = 0.0
+    for p in pids:
         try:
             total += pss_mb(p)
         except OSError:
             pass
-        todo.extend(children.get(p, []))
     return total
 
 
@@ -226,13 +234,16 @@ class Watch:
                 self.health_failures += not ok
                 time.sleep(0.2)
 
-    def _sampler(self) -> None:
+    def _sampler(self) -> None:  # the process list is refreshed every second only (cheap)
+        pids, listed = [], 0.0
         while not self.stop.is_set():
-            self.memory.append(tree_pss_mb(self.server.proc.pid))
+            if time.monotonic() - listed > 1.0:
+                pids, listed = descendants(self.server.proc.pid), time.monotonic()
+            self.memory.append(tree_pss_mb(pids))
             time.sleep(0.1)
 
     def __enter__(self) -> Watch:
-        self.baseline = tree_pss_mb(self.server.proc.pid)
+        self.baseline = tree_pss_mb(descendants(self.server.proc.pid))
         for t in self.threads:
             t.start()
         return self
@@ -312,17 +323,19 @@ def hostile(args: argparse.Namespace, image: bytes) -> list[dict]:
     rows = []
     try:
         near = int(args.max_pixels ** 0.5) - 1
+        bomb, under, square = png_bomb(9000), png_bomb(near), png_bomb(1500)
         attacks = [
             ("bomb: 4x 81 MP PNG + 2x %.0f MP PNG" % (near * near / 1e6),
-             lambda st: _attack_posts(server.url, [(png_bomb(9000), {})] * 4
-                                      + [(png_bomb(near), {"output": "cutout"})] * 2, st)),
-            ("huge erode: 4x erode=1e9, 2x feather=1500 (1500x1500)",
+             lambda st: _attack_posts(server.url, [(bomb, {})] * 4
+                                      + [(under, {"output": "cutout"})] * 2, st)),
+            ("huge erode: 4x erode=1e9, 2x feather=1500",
              lambda st: _attack_posts(server.url, [(image, {"erode": str(10**9)})] * 4
-                                      + [(png_bomb(1500), {"feather": "1500"})] * 2, st)),
+                                      + [(square, {"feather": "1500"})] * 2, st)),
             (f"64 slow clients (1 byte / {args.slow_interval:g} s)",
              lambda st: _slow_clients(int(server.url.rsplit(":", 1)[1]), 64, args.slow_interval,
                                       args.upload_timeout + 10, st)),
         ]
+        load(server.url, [image], 4, 2, lambda: None)  # warm-up: the worker processes exist
         for label, attack in attacks:
             statuses: dict = {}
             with Watch(server, image) as watch:

@@ -389,7 +389,10 @@ def create_app(models: list[ServedModel], settings: ServeSettings = ServeSetting
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
+        warm = asyncio.ensure_future(asyncio.to_thread(pool.prestart))
         yield
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(warm, 60)
         pool.close()
         for m in models:
             if m.batcher is not None:

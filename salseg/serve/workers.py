@@ -103,6 +103,19 @@ class WorkerPool:
             self._all.add(worker)
         return worker
 
+    def prestart(self) -> None:
+        """Start the forkserver and one idle worker (blocking; call it from a thread at
+        start-up, so that the first request does not wait for the imports)."""
+        if self.size:
+            worker = self._take()
+            with self._lock:
+                self._idle.append(worker)
+
+    def _keep(self, taking: asyncio.Future) -> None:
+        if not taking.cancelled() and taking.exception() is None:
+            with self._lock:
+                self._idle.append(taking.result())
+
     def _discard(self, worker: _Worker) -> None:
         with self._lock:
             self._all.discard(worker)
@@ -132,7 +145,12 @@ class WorkerPool:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.size)
         async with self._client_slot(client), self._slots:
-            worker = await asyncio.to_thread(self._take)
+            taking = asyncio.ensure_future(asyncio.to_thread(self._take))
+            try:
+                worker = await asyncio.shield(taking)
+            except asyncio.CancelledError:  # a worker forked for nobody goes back to idle
+                taking.add_done_callback(self._keep)
+                raise
             healthy = False
             try:
                 reply = await asyncio.to_thread(worker.call, fn, args)
