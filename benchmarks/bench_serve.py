@@ -360,7 +360,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)),
                         help="torch threads of the server")
     parser.add_argument("--only", choices=("batching", "hostile"), default=None)
-    parser.add_argument("--max-memory-mb", type=int, default=2048,
+    parser.add_argument("--max-memory-mb", type=int, default=320,
                         help="the server's --max-memory in the hostile rows")
     parser.add_argument("--max-pixels", type=int, default=4_000_000,
                         help="the server's --max-pixels in the hostile rows")
