@@ -192,12 +192,30 @@ def _trickle(port: int, source: str = "127.0.0.1", length: int = 5000) -> socket
     return s
 
 
+def _read_response(s: socket.socket) -> bytes:
+    reply = b""
+    while b"\r\n\r\n" not in reply:
+        chunk = s.recv(4096)
+        if not chunk:
+            return reply
+        reply += chunk
+    head, body = reply.split(b"\r\n\r\n", 1)
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    while len(body) < length:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        body += chunk
+    return head + b"\r\n\r\n" + body
+
+
 def test_slow_upload_deadline(predictor):
     with ServerThread(_app(predictor, upload_timeout=1.0)) as url:
         port = int(url.rsplit(":", 1)[1])
         s = _trickle(port)
         try:
-            reply = s.recv(4096)  # generous socket timeout (120 s); the deadline is 1 s
+            reply = _read_response(s)  # generous socket timeout (120 s); the deadline is 1 s
         finally:
             s.close()
         assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
