@@ -332,3 +332,8 @@ def test_console_script_errors(tmp_path, capsys):
     assert "--weights is required" in capsys.readouterr().err
     assert main(["--weights", str(tmp_path / "missing.pth"), "--port", "0"]) == 2
     assert "missing.pth" in capsys.readouterr().err
+    for bad in (["--max-memory", "lots"], ["--max-memory", "0"], ["--max-per-client", "0"],
+                ["--upload-timeout", "0"], ["--workers", "-1"]):
+        with pytest.raises(SystemExit):
+            main(["--random-weights", "--model", "u2netp", "--port", "0", *bad])
+        assert bad[0].lstrip("-").replace("-", "_").split("_")[0] in capsys.readouterr().err
