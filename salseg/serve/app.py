@@ -23,10 +23,10 @@ decoder's reason), 422 bad option (or out of proportion with the image, or an am
 name), 429 too many requests from one client, 503 queue or memory budget full, 504 timeout.
 
 Hostile requests (docs/serve.md, "Threat model"): the pixel work runs in worker processes
-(:mod:`salseg.serve.workers`) that a timeout kills; admission budgets memory (image pixels x
-:func:`memory_estimate` under ``max_memory``), not only the number of requests; an upload has a
-deadline and one client address a limit of requests in progress; POSTs from another web
-origin are refused unless ``cors`` allows it.
+(:mod:`salseg.serve.workers`) that a timeout kills; admission budgets memory
+(:func:`memory_estimate`: image pixels x bytes per pixel, under ``max_memory``), not only the
+number of requests; an upload has a deadline and one client address a limit of requests in
+progress; POSTs from another web origin are refused unless ``cors`` allows it.
 """
 from __future__ import annotations
 
