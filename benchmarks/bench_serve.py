@@ -341,7 +341,8 @@ def hostile(args: argparse.Namespace, image: bytes) -> list[dict]:
             with Watch(server, image) as watch:
                 attack(statuses)
             growth = max(watch.memory) - watch.baseline
-            rows.append(dict(label=label, attack=statuses, good=watch.good,
+            peak = httpx.get(server.url + "/health", timeout=30).json()["memory"]["peak_reserved"]
+            rows.append(dict(label=label, attack=statuses, good=watch.good, peak=peak / 2**20,
                              health_max=max(watch.health), health_failures=watch.health_failures,
                              growth=growth, budget=budget_mb,
                              ok=(max(watch.health) < 1.0 and not watch.health_failures
@@ -360,7 +361,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)),
                         help="torch threads of the server")
     parser.add_argument("--only", choices=("batching", "hostile"), default=None)
-    parser.add_argument("--max-memory-mb", type=int, default=320,
+    parser.add_argument("--max-memory-mb", type=int, default=300,
                         help="the server's --max-memory in the hostile rows")
     parser.add_argument("--max-pixels", type=int, default=4_000_000,
                         help="the server's --max-pixels in the hostile rows")
@@ -391,6 +392,8 @@ def main() -> int:
                       f"{r['health_max'] * 1000:>8.0f} ms "
                       f"{r['growth']:>6.0f} / {r['budget']} MB  {'yes' if r['ok'] else 'NO'}")
                 failed += not r["ok"]
+            print("peak memory reserved by admission so far, after each row (MiB): "
+                  + ", ".join(f"{r['peak']:.0f}" for r in rows))
             if args.only == "hostile":
                 return 1 if failed else 0
         rows = [run("batching off (max-batch 1)", ["--max-batch", "1"], images, total,
