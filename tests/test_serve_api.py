@@ -288,7 +288,9 @@ def test_console_script_serves(weights, image):
     """``python -m salseg.cli.serve --port 0`` binds 127.0.0.1 and answers a rembg-style POST."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "salseg.cli.serve", "--weights", str(weights),
-                             "--input-size", str(INPUT_SIZE), "--device", "cpu", "--port", "0"],
+                             "--input-size", str(INPUT_SIZE), "--device", "cpu", "--port", "0",
+                             "--cors", "https://app.example", "--max-memory", "1G",
+                             "--workers", "1"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             cwd=ROOT)
     try:
@@ -306,7 +308,17 @@ def test_console_script_serves(weights, image):
                     time.sleep(0.1)
             r = _post(c, image)
             assert r.status_code == 200 and r.content[:8] == b"\x89PNG\r\n\x1a\n"
-            assert c.get("/api/models").json()["default"] == "u2netp_tiny"
+            models = c.get("/api/models").json()
+            assert models["default"] == "u2netp_tiny"
+            assert models["models"][0]["weights"] == "u2netp_tiny.pth"  # not the absolute path
+            assert c.get("/health").json()["memory"]["budget"] == 2**30
+            allowed = c.post("/api/remove", headers={"Origin": "https://app.example"},
+                             files={"file": (image.name, image.read_bytes())})
+            assert allowed.status_code == 200
+            assert allowed.headers["access-control-allow-origin"] == "https://app.example"
+            foreign = c.post("/api/remove", headers={"Origin": "https://evil.example"},
+                             files={"file": (image.name, image.read_bytes())})
+            assert foreign.status_code == 403
     finally:
         proc.terminate()
         proc.wait(30)
@@ -320,3 +332,8 @@ def test_console_script_errors(tmp_path, capsys):
     assert "--weights is required" in capsys.readouterr().err
     assert main(["--weights", str(tmp_path / "missing.pth"), "--port", "0"]) == 2
     assert "missing.pth" in capsys.readouterr().err
+    for bad in (["--max-memory", "lots"], ["--max-memory", "0"], ["--max-per-client", "0"],
+                ["--upload-timeout", "0"], ["--workers", "-1"]):
+        with pytest.raises(SystemExit):
+            main(["--random-weights", "--model", "u2netp", "--port", "0", *bad])
+        assert bad[0].lstrip("-").replace("-", "_").split("_")[0] in capsys.readouterr().err

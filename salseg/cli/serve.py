@@ -49,11 +49,37 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-upload-mb", type=float, default=32.0,
                    help="request size limit in MB (413 above)")
     g.add_argument("--max-pixels", type=int, default=None, metavar="N",
-                   help="refuse images with more pixels (413; default 89478485, 0: no limit)")
+                   help="refuse images with more pixels (413; default 50000000, 0: no limit)")
+    g.add_argument("--max-memory", type=_memory, default=None, metavar="SIZE",
+                   help="memory budget of the image work in flight, e.g. 4G or 512M (default: "
+                        "half the machine's memory); requests that do not fit wait, then 503")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes for decoding and post-processing, killed when a "
+                        "request times out (default: CPUs, 1 to 4; 0: threads, no kill)")
     g.add_argument("--timeout", type=float, default=60.0, help="request timeout in s (504)")
+    g.add_argument("--upload-timeout", type=float, default=60.0,
+                   help="seconds to receive a request body (408 after)")
+    g.add_argument("--max-per-client", type=int, default=8, metavar="N",
+                   help="requests in progress from one client address (429 above)")
+    p.add_argument("--cors", action="extend", nargs="+", default=[], metavar="ORIGIN",
+                   help="other web origins allowed to POST (e.g. https://app.example; '*': any); "
+                        "default: none, POSTs carrying a foreign Origin get 403")
     p.add_argument("--log-level", default="warning",
                    choices=("critical", "error", "warning", "info", "debug"))
     return p
+
+
+def _memory(text: str) -> int:
+    """``4G``, ``512M``, ``100K`` or a number of MiB -> bytes."""
+    units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        value = float(t[:-1]) * units[t[-1]] if t and t[-1] in units else float(t) * 2**20
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a size like 4G or 512M") from None
+    if not value >= 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: the memory budget must be positive")
+    return int(value)
 
 
 def _split(spec: str) -> tuple[str, str]:
@@ -97,17 +123,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import uvicorn
 
-        from salseg.serve.app import ServeSettings, create_app
+        from salseg.serve.app import SERVE_MAX_PIXELS, ServeSettings, create_app
     except ImportError as exc:
         print(f"error: {exc.name} is missing: pip install 'salseg[serve]'", file=sys.stderr)
         return 2
-    from salseg.predict.batch import DEFAULT_MAX_PIXELS
 
     try:
         settings = ServeSettings(
             max_batch=args.max_batch, max_wait=args.max_wait_ms / 1000, max_queue=args.max_queue,
             max_upload=int(args.max_upload_mb * 1024 * 1024), timeout=args.timeout,
-            max_pixels=DEFAULT_MAX_PIXELS if args.max_pixels is None else args.max_pixels or None)
+            max_pixels=SERVE_MAX_PIXELS if args.max_pixels is None else args.max_pixels or None,
+            max_memory=args.max_memory, workers=args.workers,
+            upload_timeout=args.upload_timeout, max_per_client=args.max_per_client,
+            cors=tuple(args.cors))
     except ValueError as exc:
         parser.error(str(exc))
     try:

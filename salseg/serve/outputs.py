@@ -4,6 +4,10 @@
   :func:`salseg.data.io.read_image`, the decoder of ``salseg-predict`` (EXIF orientation, alpha
   dropped, 16-bit scaling, ...), so the same bytes give the same pixels.  Images above the pixel
   limit are refused from their header alone, before decoding.
+* The steps that depend on the image's size (:func:`decode_step`, :func:`finish_step`) take a
+  :func:`pixel_pipeline`, the predictor without its model, so that they can run in a worker
+  process (:mod:`salseg.serve.workers`); :func:`peek_size` reads the size from the header for
+  admission, before any decoding.
 * The probability map is finished by the model's :meth:`Predictor.finish` with the request's
   mask options, and every output is built by the functions ``salseg-predict`` writes with
   (:mod:`salseg.predict.compose`, :func:`~salseg.predict.io.encode_png`), so a response is
@@ -12,6 +16,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import os
 import tempfile
 import warnings
@@ -26,7 +31,7 @@ from salseg.data.io import image_size, load_image
 from salseg.predict.compose import background_like, composite, cutout, decontaminate, preview
 from salseg.predict.inputs import OUTPUT_KINDS
 from salseg.predict.io import encode_png
-from salseg.predict.postprocess import RefineOptions, to_uint8
+from salseg.predict.postprocess import RefineOptions, check_refine_bounds, to_uint8
 from salseg.predict.predictor import Predictor
 
 
@@ -114,3 +119,42 @@ def render(image: np.ndarray, alpha: np.ndarray, options: RenderOptions) -> byte
     else:
         array = preview(image, alpha, fg)
     return encode_png(array)
+
+
+def pixel_pipeline(predictor: Predictor) -> Predictor:
+    """A copy of ``predictor`` without its model (``prepare`` and ``finish`` work; ``infer``
+    does not): small to pickle into a worker process."""
+    pipeline = copy.copy(predictor)
+    pipeline.runner = None
+    return pipeline
+
+
+def peek_size(data: bytes) -> tuple[int, int] | None:
+    """``(H, W)`` from the image header (no decoding); ``None`` if Pillow cannot tell."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                return img.height, img.width
+    except Image.DecompressionBombError:
+        raise UploadError(413, "image too large to decode safely") from None
+    except Exception:  # noqa: BLE001 - the decoder names the problem later
+        return None
+
+
+def decode_step(pipeline: Predictor, data: bytes, filename: str, max_pixels: int | None,
+                options: RenderOptions) -> tuple[np.ndarray, torch.Tensor]:
+    """Decode an upload, check the options against its size (422) and prepare the model input:
+    ``(image, x)``."""
+    image, gray = decode_upload(data, filename, max_pixels)
+    try:
+        check_refine_bounds(options.refine, *image.shape[:2])
+    except ValueError as exc:
+        raise UploadError(422, f"{filename}: {exc}") from None
+    return image, prepare(pipeline, image, gray)
+
+
+def finish_step(pipeline: Predictor, prob: torch.Tensor, image: np.ndarray,
+                options: RenderOptions) -> bytes:
+    """The response PNG of one request from its probability map."""
+    return render(image, finish(pipeline, prob, image.shape[:2], options), options)
