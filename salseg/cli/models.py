@@ -9,13 +9,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from salseg.cli.errors import report
 from salseg.zoo import cache, catalogue
+
+PROG = "salseg-models"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="salseg-models", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the catalogue")
     info = sub.add_parser("info", help="describe one checkpoint")
@@ -137,11 +139,9 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_verify()
         return cmd_path(args.name)
     except KeyError as exc:
-        print(f"salseg-models: error: {exc.args[0]}", file=sys.stderr)
-        return 2
+        return report(PROG, exc)
     except cache.ZooError as exc:
-        print(f"salseg-models: error: {exc}", file=sys.stderr)
-        return 1
+        return report(PROG, exc, code=1)
 
 
 if __name__ == "__main__":
