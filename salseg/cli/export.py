@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from salseg.cli.errors import report
+from salseg.cli.errors import report as report_error
 
 PROG = "salseg-export"
 
@@ -47,7 +47,7 @@ def _import(args: argparse.Namespace) -> int:
     from salseg.models.weights import guess_architecture, save_state_dict
 
     if args.output.exists() and not args.overwrite:
-        return report(PROG, f"{args.output}: exists (use --overwrite)")
+        return report_error(PROG, f"{args.output}: exists (use --overwrite)")
     state_dict = onnx_to_state_dict(args.import_onnx, args.model)
     name = args.model or guess_architecture(state_dict)
     model = create_model(name)
@@ -81,9 +81,9 @@ def main(argv: list[str] | None = None) -> int:
                                  tolerance=args.tolerance, overwrite=args.overwrite,
                                  preprocessing=preprocessing)
         except ExportCheckError as exc:
-            return report(PROG, f"parity check failed: {exc}", code=1, exc=exc)
+            return report_error(PROG, f"parity check failed: {exc}", code=1, exc=exc)
     except (WeightsError, ValueError, FileExistsError, OSError) as exc:
-        return report(PROG, exc)
+        return report_error(PROG, exc)
     print(f"exported {report.model} -> {report.path} (outputs: {', '.join(report.outputs)})")
     if report.max_abs_diff:
         worst = max(report.max_abs_diff.values())
