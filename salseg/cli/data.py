@@ -83,6 +83,12 @@ def cmd_check(args: argparse.Namespace) -> int:
                 print(f"  skipped files listed in {log}")
     except DataError as e:
         return report_error(PROG, e)
+    except Exception as e:  # a Hydra override error (data.nosuchkey=1): one line too
+        from salseg.cli.errors import hydra_error_types
+
+        if not isinstance(e, hydra_error_types()):
+            raise
+        return report_error(PROG, e)
     if n_errors:
         print(f"FAILED: {n_errors} error(s)", file=sys.stderr)
         return 1

@@ -46,10 +46,24 @@ def report(prog: str, what: object, where: object | None = None, code: int = EXI
     err = exc if exc is not None else (what if isinstance(what, BaseException) else None)
     if err is not None and debug_enabled():
         traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
-    if isinstance(what, KeyError) and what.args:  # str(KeyError) quotes its message
-        what = what.args[0]
+    if isinstance(what, BaseException):
+        what = describe(what)
     print(format_error(prog, what, where), file=sys.stderr, flush=True)
     return code
+
+
+def describe(err: BaseException) -> str:
+    """The message of ``err`` for the error line: a KeyError's text unquoted; for a Hydra
+    override error ("Could not override 'x'. To append ...") its first sentence and the reason
+    ("Key 'x' is not in struct")."""
+    if isinstance(err, KeyError) and err.args:  # str(KeyError) quotes its message
+        return str(err.args[0])
+    text = str(err).strip()
+    if isinstance(err, hydra_error_types()) and err.__cause__ is not None:
+        head = (text.splitlines() or [""])[0].rstrip(".")
+        cause = (str(err.__cause__).strip().splitlines() or [""])[0]
+        return f"{head}: {cause}" if cause else head
+    return text
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
@@ -107,14 +121,7 @@ def run_hydra(prog: str, hydra_main: Callable[[], Any]) -> None:
             found = user_error(err, hydra_error_types())
         if found is None or debug_enabled():
             raise
-        what: object = found
-        if isinstance(found, hydra_error_types()) and found.__cause__ is not None:
-            # "Could not override 'x'. To append ..." + "Key 'x' is not in struct": the first
-            # sentence and the reason
-            head = str(found).strip().splitlines()[0].rstrip(".")
-            cause = (str(found.__cause__).strip().splitlines() or [""])[0]
-            what = f"{head}: {cause}" if cause else head
-        sys.exit(report(prog, what, exc=err))
+        sys.exit(report(prog, found, exc=err))
     finally:
         if previous is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
@@ -122,5 +129,5 @@ def run_hydra(prog: str, hydra_main: Callable[[], Any]) -> None:
             os.environ["HYDRA_FULL_ERROR"] = previous
 
 
-__all__ = ["EXIT_USER", "debug_enabled", "format_error", "one_line", "report", "run_hydra",
-           "user_error", "user_error_types"]
+__all__ = ["EXIT_USER", "debug_enabled", "describe", "format_error", "hydra_error_types", "one_line", "report",
+           "run_hydra", "user_error", "user_error_types"]
