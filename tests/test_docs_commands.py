@@ -275,3 +275,13 @@ def test_readme_top_to_bottom(tmp_path):
     assert proc.returncode == 0, (proc.stdout[-4000:], proc.stderr[-4000:])
     assert "salseg demo finished" in proc.stdout and "Traceback" not in proc.stderr
     assert "source .venv/bin/activate" in proc.stdout  # make install / the demo say it
+
+
+def test_docs_do_not_point_outside_the_repository():
+    """Issue 20 item 7: a clone has no ../shared and no OFFICIAL_NOTES; docs/official.md states
+    what the project takes from the official code."""
+    for doc in KEY_DOCS:
+        text = doc.read_text()
+        for needle in ("../shared", "OFFICIAL_NOTES"):
+            assert needle not in text, f"{doc.relative_to(REPO)} mentions {needle}"
+    assert (REPO / "docs" / "official.md").is_file()
