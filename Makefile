@@ -12,6 +12,7 @@ LATEST_PY := $(LATEST)/bin/python
 .PHONY: install browser test test-all test-latest lock lint demo bench clean-demo
 
 install: $(STAMP)
+	@echo "salseg is installed in $(VENV); in every new shell, first: source $(VENV)/bin/activate"
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -6,7 +6,8 @@
   incomplete ``ckpt_path``) raise :class:`ConfigError` naming the key and what to do.
 * ``check_run_dir(out, cfg)``: a run directory that already holds another run's outputs is
   refused unless the run resumes from a checkpoint inside it or ``overwrite=true`` (then the
-  previous run's outputs are removed first).  ``RunDirGuard`` runs the same check as a Hydra
+  previous run's outputs are removed first).  A run that failed before completing anything and
+  wrote no checkpoint does not count: a retry may reuse its name.  ``RunDirGuard`` runs the same check as a Hydra
   callback, before Hydra writes ``.hydra/`` into the directory.
 """
 from __future__ import annotations
@@ -85,8 +86,19 @@ def _nothing_done(summary: Path) -> bool:
     return isinstance(doc, dict) and doc.get("status") != "completed" and not doc.get("completed")
 
 
+def _failed_without_outputs(out: Path) -> bool:
+    """A run that failed before completing anything and wrote no checkpoint (e.g. the data was
+    missing): what it left (its summary, an empty tensorboard/ or csv/) is no run to keep, and a
+    retry under the same name may use the directory."""
+    summary = out / "train_summary.json"
+    ckpts = out / "checkpoints"
+    return (summary.is_file() and _nothing_done(summary)
+            and not (ckpts.is_dir() and any(ckpts.iterdir()))
+            and not (out / "gt_encoder").exists() and not (out / "test").exists())
+
+
 def _leftovers(out: Path) -> list[str]:
-    if not out.is_dir():
+    if not out.is_dir() or _failed_without_outputs(out):
         return []
     return sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
                   if p.name not in HYDRA_FILES and not (p.is_file() and p.suffix == ".log")
@@ -118,10 +130,11 @@ def check_run_dir(out: Path, cfg: DictConfig) -> None:
                 path.unlink()
         return
     shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+    last = out / "checkpoints" / "last.ckpt"
+    resume = f"resume it with ckpt_path={last}, " if last.is_file() else ""  # only what exists
     raise ConfigError(
         f"{out}: the run directory already holds a run ({shown}); choose another run_name, "
-        f"resume it with ckpt_path={out / 'checkpoints' / 'last.ckpt'}, or pass overwrite=true "
-        "to replace it")
+        f"{resume}or pass overwrite=true to replace it")
 
 
 class RunDirGuard(Callback):
@@ -133,6 +146,7 @@ class RunDirGuard(Callback):
             if not config.get("overwrite"):  # overwrite=true: outputs are removed in train()
                 check_run_dir(out, config)
         except ConfigError as err:
-            print(f"salseg-train: error: {err}", file=sys.stderr)
-            sys.exit(2)
+            from salseg.cli.errors import report
+
+            sys.exit(report("salseg-train", err))
 

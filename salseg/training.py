@@ -29,11 +29,14 @@ import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
+from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from salseg.atomic import write_text_atomic
+from salseg.callbacks.model_summary import ModelSummary
 from salseg.checkpoint_io import AtomicCheckpointIO
+from salseg.quiet import silence_known_noise
 from salseg.train_checks import ConfigError, check_config, check_run_dir
 
 log = logging.getLogger("salseg.train")
@@ -97,6 +100,10 @@ def make_trainer(cfg: DictConfig, out_dir: Path, logger_name: str | None = None,
     trainer_cfg.update({k: v for k, v in overrides.items() if v is not None})
     if trainer_cfg.get("enable_progress_bar") is False:  # else Lightning refuses the callback
         callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
+    if trainer_cfg.get("enable_model_summary", True) and not any(
+            isinstance(cb, LightningModelSummary) for cb in callbacks):
+        callbacks.append(ModelSummary())  # Lightning's, minus the FLOPs column of zeros
+    silence_known_noise()
     extra = {} if trainer_cfg.get("plugins") else {"plugins": [AtomicCheckpointIO()]}
     return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False,
                        _convert_="partial", **extra)

@@ -15,7 +15,8 @@ Resulting layout (``configs/data/dis5k.yaml``, ``dis_vd.yaml``, ``dis_te1..4.yam
 Archives are extracted into ``<root>/DIS5K``; an extracted folder given with ``--from`` is used
 in place.  DIS5K images are large: the check decodes every file (``--level header`` is much
 faster), and ``data.cache.enabled=true`` makes 1024x1024 training fast (docs/data.md).
-Exit status 0 when everything checks out, 1 otherwise.
+Exit status 0 when everything checks out, 1 when the check fails, 2 for a missing
+or unusable archive or folder.
 """
 from __future__ import annotations
 
@@ -24,13 +25,15 @@ import os
 import sys
 from pathlib import Path
 
+from salseg.cli.errors import report
 from salseg.data.errors import DataError
 from salseg.data.prepare import OFFICIAL, Remote, download, extract_splits, report_prepared
 from salseg.data.sources import DIS5K_SPLITS, list_source, resolve_root
 
+PROG = "salseg-prepare-dis5k"
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default=None, help="data root (default: $SALSEG_DATA_ROOT or ./data)")
     p.add_argument("--from", dest="sources", nargs="*", default=[],
                    help="DIS5K archive (.zip/.tar*) or the extracted DIS5K folder")
@@ -62,14 +65,15 @@ def main(argv: list[str] | None = None) -> int:
                     root = s.parent.parent if s.parent.name == "DIS5K" else s.parent
                 else:
                     raise DataError("no DIS5K folder here", s)
-            else:
+            elif s.is_file():
                 archives.append(s)
+            else:  # checked for every source before anything is extracted
+                raise DataError("no such archive or folder", s)
         for a in archives:
             extract_splits(a, root / "DIS5K", DIS5K_SPLITS)
         listings = [list_source({"kind": "dis5k", "split": s}, root) for s in args.splits]
     except DataError as e:
-        print(f"prepare_dis5k: {e}", file=sys.stderr)
-        return 1
+        return report(PROG, e)
     return report_prepared("prepare_dis5k", listings, root, args)
 
 

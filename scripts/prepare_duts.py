@@ -15,7 +15,8 @@ Resulting layout (``configs/data/duts.yaml``, ``duts_te.yaml``)::
 (the official offline-augmented ``DUTS-TR/im_aug`` + ``gt_aug``, 21,106 pairs, is accepted
 too; ``data.offline_hflip=true`` gives the same doubling without writing files).  Archives
 are extracted into ``<root>/DUTS``; an already extracted folder given with ``--from`` is used in
-place (its parent becomes the root).  Exit status 0 when everything checks out, 1 otherwise.
+place (its parent becomes the root).  Exit status 0 when everything checks out, 1 when the check fails, 2 for a missing
+or unusable archive or folder.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import os
 import sys
 from pathlib import Path
 
+from salseg.cli.errors import report
 from salseg.data.errors import DataError
 from salseg.data.prepare import OFFICIAL, Remote, download, extract_splits, report_prepared
 from salseg.data.sources import list_source, resolve_root
@@ -31,18 +33,20 @@ from salseg.data.sources import list_source, resolve_root
 SPLITS = ("DUTS-TR", "DUTS-TE")
 
 
+PROG = "salseg-prepare-duts"
+
 def _checksums(items: list[str]) -> dict[str, str]:
     out = {}
     for it in items:
         name, _, hexd = it.partition("=")
         if not hexd:
-            raise SystemExit(f"--sha256 expects NAME=HEX, got {it!r}")
+            raise DataError(f"--sha256 expects NAME=HEX, got {it!r}")
         out[name] = hexd
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--root", default=None, help="data root (default: $SALSEG_DATA_ROOT or ./data)")
     p.add_argument("--from", dest="sources", nargs="*", default=[],
                    help="DUTS-TR/DUTS-TE archives (.zip/.tar*) or extracted folders")
@@ -57,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = p.parse_args(argv)
     root = resolve_root(args.root)
-    sums = _checksums(args.sha256)
     try:
+        sums = _checksums(args.sha256)
         archives: list[Path] = []
         if args.download:
             for r in OFFICIAL["duts"]:
@@ -76,15 +80,16 @@ def main(argv: list[str] | None = None) -> int:
                     root = s.parent if s.name == "DUTS" else s
                 else:
                     raise DataError(f"no {' or '.join(SPLITS)} folder here", s)
-            else:
+            elif s.is_file():
                 archives.append(s)
+            else:  # checked for every source before anything is extracted
+                raise DataError("no such archive or folder", s)
         for a in archives:
             extract_splits(a, root / "DUTS", SPLITS)
         listings = [list_source({"kind": "duts", "split": "train"}, root),
                     list_source({"kind": "duts", "split": "test"}, root)]
     except DataError as e:
-        print(f"prepare_duts: {e}", file=sys.stderr)
-        return 1
+        return report(PROG, e)
     return report_prepared("prepare_duts", listings, root, args)
 
 

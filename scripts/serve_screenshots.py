@@ -1,5 +1,6 @@
 """Take the screenshots of docs/serve.md with headless Chromium: the salseg-serve page after a
-background removal, and the per-image gallery of a salseg-eval report.html.
+background removal, and the per-image gallery of a salseg-eval report.html on the embedded
+synthetic set's validation split (data=synthetic, as in `make demo`).
 
 ``--weights`` takes U2-NetP weights (e.g. the official ``u2netp.pth``); without it the tests'
 U2-NetP with seeded random weights is used (``--fit-steps N`` first fits it for N steps on the
@@ -80,18 +81,13 @@ def page_screenshot(weights: Path, photo: Path, out: Path) -> None:
 
 def report_screenshot(weights: Path, work: Path, out: Path) -> None:
     from salseg.data.sources import Pair
+    from salseg.data.synthetic import ensure_synthetic, make_spec
     from salseg.evaluation.model import evaluate_model
 
-    spec = SyntheticSpec(size=(240, 320))
-    for folder in ("im", "gt"):
-        (work / folder).mkdir(parents=True, exist_ok=True)
-    pairs = []
-    for i in range(24):
-        im, m = render_pair(spec, "val", i)
-        Image.fromarray(im).save(work / "im" / f"val_{i:02d}.jpg", quality=92)
-        Image.fromarray(m).save(work / "gt" / f"val_{i:02d}.png")
-        pairs.append(Pair(str(work / "im" / f"val_{i:02d}.jpg"),
-                          str(work / "gt" / f"val_{i:02d}.png"), f"val_{i:02d}"))
+    # the embedded synthetic set's validation split, as `make demo` and data=synthetic use it
+    val = ensure_synthetic(work / "data", make_spec(), verbose=False) / "val"
+    pairs = [Pair(str(im), str(val / "gt" / f"{im.stem}.png"), im.stem)
+             for im in sorted((val / "im").glob("*.jpg"))]
     predictor = Predictor(weights, model="u2netp", input_size=SIZE, device="cpu")
     _, paths = evaluate_model(predictor, [("synthetic-val", pairs)], work / "eval",
                               method="u2netp", progress=False, workers=1)

@@ -90,7 +90,7 @@ def test_prepare_duts_checksum_mismatch_fails(tmp_path, duts_archives, http_serv
     root = tmp_path / "root"
     rc = _load("prepare_duts").main(["--root", str(root), "--download", "--url-base", base,
                                      "--sha256", "DUTS-TR.zip=" + "0" * 64, "--no-count-check"])
-    assert rc == 1 and "checksum mismatch" in capsys.readouterr().err
+    assert rc == 2 and "checksum mismatch" in capsys.readouterr().err
     assert not (root / "downloads" / "DUTS-TR.zip").exists()
     assert not list((root / "downloads").glob("*.part"))
 
@@ -122,7 +122,7 @@ def test_prepare_dis5k_from_tar_archive(tmp_path, capsys):
     assert (root / "DIS5K" / "DIS-VD" / "im").is_dir() and f"data.root={root.resolve()}" in out.out
     # a missing split is one clear message
     rc = _load("prepare_dis5k").main(["--root", str(root), "--no-count-check"])
-    assert rc == 1 and "DIS-TR" in capsys.readouterr().err
+    assert rc == 2 and "salseg-prepare-dis5k: error:" in (err := capsys.readouterr().err) and "DIS-TR" in err
 
 
 def test_unsafe_archive_rejected(tmp_path):

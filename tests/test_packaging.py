@@ -46,3 +46,19 @@ def test_make_targets_use_the_constraints():
     assert "CONSTRAINTS := requirements/constraints.txt" in make
     assert re.search(r"^test-latest:", make, re.M) and re.search(r"^lock: test-latest", make, re.M)
     assert re.search(r"^\$\(STAMP\): pyproject.toml \$\(CONSTRAINTS\)", make, re.M)
+
+
+def test_license_is_an_spdx_string_read_without_warnings():
+    """Issue 20: a TOML-table license made setuptools print a deprecation banner at each install."""
+    import warnings
+
+    from setuptools.config.pyprojecttoml import read_configuration
+
+    doc = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert doc["project"]["license"] == "Apache-2.0"
+    assert any(Requirement(r).name == "setuptools" and Requirement(r).specifier.contains("77")
+               and not Requirement(r).specifier.contains("76")
+               for r in doc["build-system"]["requires"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_configuration(REPO / "pyproject.toml")

@@ -108,7 +108,7 @@ def test_bad_onnx_weights_exit_2_with_one_line(tmp_path, capsys):
                               "--backend", backend, *SMALL], capsys)
             assert code == 2, (backend, path, err)
             assert "Traceback" not in err and "no convolutions" not in err
-            line = [x for x in err.splitlines() if x.startswith("error:")]
+            line = [x for x in err.splitlines() if x.startswith("salseg-predict: error:")]
             assert len(line) == 1 and str(path) in line[0], err
             if backend == "onnx" or path == garbage:
                 assert words in line[0], err

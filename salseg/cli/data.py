@@ -18,9 +18,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from salseg.cli.errors import report as report_error
 from salseg.data.check import RULES, CheckReport, check_pairs, write_skip_log
 from salseg.data.errors import DataError
 from salseg.data.sources import list_source
+
+PROG = "salseg-data"
 
 
 def _print_report(report: CheckReport, max_notes: int) -> None:
@@ -53,17 +56,15 @@ def cmd_check(args: argparse.Namespace) -> int:
             jobs.append(("check", {"kind": "list", "file": str(Path(args.pairs).resolve())}))
         if args.overrides:
             if not any(o.startswith("data=") for o in args.overrides):
-                print("salseg-data check: overrides need a data config, e.g. data=duts", file=sys.stderr)
-                return 2
+                return report_error(PROG, "check: overrides need a data config, e.g. data=duts")
             from salseg.data.datamodule import data_config
 
             datamodule = data_config(args.overrides)
             jobs.extend(datamodule.source_specs())
             root, synthetic = datamodule.root, datamodule.synthetic
         if not jobs:
-            print("salseg-data check: give --images DIR --masks DIR, --pairs FILE or data=<config>",
-                  file=sys.stderr)
-            return 2
+            return report_error(PROG, "check: give --images DIR --masks DIR, --pairs FILE or "
+                                      "data=<config>")
         seen: set[str] = set()
         n_errors = 0
         for _split, spec in jobs:
@@ -81,8 +82,13 @@ def cmd_check(args: argparse.Namespace) -> int:
                 log = write_skip_log(report, args.log_dir)
                 print(f"  skipped files listed in {log}")
     except DataError as e:
-        print(f"salseg-data check: {e}", file=sys.stderr)
-        return 2
+        return report_error(PROG, e)
+    except Exception as e:  # a Hydra override error (data.nosuchkey=1): one line too
+        from salseg.cli.errors import hydra_error_types
+
+        if not isinstance(e, hydra_error_types()):
+            raise
+        return report_error(PROG, e)
     if n_errors:
         print(f"FAILED: {n_errors} error(s)", file=sys.stderr)
         return 1
@@ -101,7 +107,7 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="salseg-data", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser("check", help="validate images and masks (exit 1 on errors)")
     c.add_argument("overrides", nargs="*", help="data=<config> and Hydra overrides (data.root=...)")

@@ -21,12 +21,13 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from salseg.atomic import write_text_atomic
+from salseg.cli.errors import debug_enabled, report, run_hydra, user_error
 from salseg.config import CONFIG_DIR
-from salseg.data.errors import DataError
 from salseg.evaluation import EvaluationError, evaluate_folders
 from salseg.evaluation.report import check_free
-from salseg.models.weights import WeightsError
 from salseg.predict.parallel import launched_rank
+
+PROG = "salseg-eval"
 
 
 def run(cfg: DictConfig, out_dir: str | Path) -> dict:
@@ -42,7 +43,10 @@ def run(cfg: DictConfig, out_dir: str | Path) -> dict:
         raise EvaluationError("folder mode runs in one process: start it without torchrun/srun "
                               "(model mode shards its predictions between launched processes)")
     if not cfg.get("pred_dir") or not cfg.get("gt_dir"):
-        raise EvaluationError("folder mode needs pred_dir=... and gt_dir=... (see configs/eval.yaml)")
+        raise EvaluationError(
+            "nothing to score: folder mode needs pred_dir=MAPS gt_dir=MASKS; model mode needs "
+            "ckpt=CHECKPOINT (or a zoo name) data=DATASET, or random_weights=true model=NAME "
+            "data=DATASET (docs/metrics.md)")
     pred_dir = cfg.pred_dir
     if isinstance(pred_dir, ListConfig):
         pred_dir = [str(p) for p in OmegaConf.to_container(pred_dir)]
@@ -157,16 +161,18 @@ def _hydra_main(cfg: DictConfig) -> None:
         if launched is None or launched.rank == 0:
             record_config(cfg, out_dir)
         run(cfg, out_dir)
-    except (EvaluationError, WeightsError, DataError, ValueError) as err:
-        print(f"salseg-eval: error: {err}", file=sys.stderr)
-        sys.exit(2)
+    except Exception as err:
+        found = user_error(err, (ValueError,))
+        if found is None or debug_enabled():
+            raise
+        sys.exit(report(PROG, found, exc=err))
     except KeyboardInterrupt:  # e.g. during a model-zoo download: nothing partial is kept
-        print("salseg-eval: interrupted", file=sys.stderr)
+        print(f"{PROG}: interrupted", file=sys.stderr)
         sys.exit(130)
 
 
 def main() -> None:
-    _hydra_main()
+    run_hydra(PROG, _hydra_main)
 
 
 __all__ = ["main", "run"]

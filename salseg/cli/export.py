@@ -11,12 +11,15 @@ Exit status 0 on success, 1 when the parity check fails, 2 for bad arguments or 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from salseg.cli.errors import report as report_error
+
+PROG = "salseg-export"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="salseg-export", description=__doc__,
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-o", "--output", required=True, type=Path,
                    help="output .onnx (export) or .safetensors/.pth (--import-onnx)")
@@ -44,8 +47,7 @@ def _import(args: argparse.Namespace) -> int:
     from salseg.models.weights import guess_architecture, save_state_dict
 
     if args.output.exists() and not args.overwrite:
-        print(f"error: {args.output}: exists (use --overwrite)", file=sys.stderr)
-        return 2
+        return report_error(PROG, f"{args.output}: exists (use --overwrite)")
     state_dict = onnx_to_state_dict(args.import_onnx, args.model)
     name = args.model or guess_architecture(state_dict)
     model = create_model(name)
@@ -79,11 +81,9 @@ def main(argv: list[str] | None = None) -> int:
                                  tolerance=args.tolerance, overwrite=args.overwrite,
                                  preprocessing=preprocessing)
         except ExportCheckError as exc:
-            print(f"error: parity check failed: {exc}", file=sys.stderr)
-            return 1
+            return report_error(PROG, f"parity check failed: {exc}", code=1, exc=exc)
     except (WeightsError, ValueError, FileExistsError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report_error(PROG, exc)
     print(f"exported {report.model} -> {report.path} (outputs: {', '.join(report.outputs)})")
     if report.max_abs_diff:
         worst = max(report.max_abs_diff.values())

@@ -10,13 +10,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
+from salseg.cli.errors import report
 from salseg.zoo import cache, catalogue
+
+PROG = "salseg-models"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="salseg-models", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the catalogue")
     info = sub.add_parser("info", help="describe one checkpoint")
@@ -174,14 +176,11 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_forget(args.names)
         return cmd_path(args.name)
     except KeyError as exc:
-        print(f"salseg-models: error: {exc.args[0]}", file=sys.stderr)
-        return 2
+        return report(PROG, exc)
     except cache.ZooError as exc:
-        print(f"salseg-models: error: {exc}", file=sys.stderr)
-        return 1
+        return report(PROG, exc, code=1)
     except KeyboardInterrupt:
-        print("salseg-models: interrupted (nothing partial is left in the cache)",
-              file=sys.stderr)
+        print(f"{PROG}: interrupted (nothing partial is left in the cache)", file=sys.stderr)
         return 130
 
 

@@ -18,9 +18,12 @@ import logging
 import sys
 from pathlib import Path
 
+from salseg.cli.errors import report
 from salseg.predict.inputs import OUTPUT_KINDS
 
 log = logging.getLogger("salseg.predict")
+
+PROG = "salseg-predict"
 
 
 def _kinds(text: str) -> tuple[str, ...]:
@@ -46,7 +49,7 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="salseg-predict", description=__doc__,
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT",
                    help="image files, folders, glob patterns or .txt/.lst lists of paths")
@@ -159,13 +162,11 @@ def main(argv: list[str] | None = None) -> int:
 
     clashes = output_clashes(items, args.output, args.save)
     if clashes:
-        print(f"error: {describe_clashes(clashes)}", file=sys.stderr)
-        return 2
+        return report(PROG, describe_clashes(clashes))
     try:
         ensure_writable_dir(args.output)
     except OutputFolderError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report(PROG, exc)
 
     try:
         import torch
@@ -185,15 +186,13 @@ def main(argv: list[str] | None = None) -> int:
         kwargs = dict(predictor_kwargs)
         predictor = Predictor(kwargs.pop("weights"), **kwargs)
     except (ValueError, RuntimeError, OSError) as exc:  # WeightsError is a RuntimeError
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report(PROG, exc)
     except KeyboardInterrupt:  # e.g. during a model-zoo download: nothing partial is kept
-        print("interrupted (before any image was predicted)", file=sys.stderr)
+        print(f"{PROG}: interrupted (before any image was predicted)", file=sys.stderr)
         return 130
     if getattr(predictor, "is_classifier", False) and set(args.save) != {"mask"}:
-        print(f"error: {args.weights} predicts class maps ({', '.join(predictor.classes)}); "
-              "only --save mask applies (the mask holds the class index)", file=sys.stderr)
-        return 2
+        return report(PROG, f"{args.weights} predicts class maps ({', '.join(predictor.classes)}); "
+                      "only --save mask applies (the mask holds the class index)")
 
     save = SaveOptions(kinds=args.save, overwrite=args.overwrite, decontaminate=args.decontaminate,
                        bg_color=args.bg_color, bg_image=args.bg_image)
@@ -214,8 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                           num_workers=args.num_workers, max_pixels=max_pixels,
                           progress=not args.quiet, summary=summary)
     except (ValueError, RuntimeError, OSError) as exc:  # e.g. bad weights, raised by a rank
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report(PROG, exc)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         print(rank_note + summary.report(), file=sys.stderr)

@@ -15,16 +15,17 @@ from __future__ import annotations
 import argparse
 import logging
 import socket
-import sys
 from pathlib import Path
 
+from salseg.cli.errors import report
 from salseg.cli.predict import _size
 
 log = logging.getLogger("salseg.serve")
+PROG = "salseg-serve"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="salseg-serve", description=__doc__,
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", action="append", default=[], metavar="[ID=]WEIGHTS",
                    help="a model to serve (repeat for several; the first is the default)")
@@ -125,8 +126,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from salseg.serve.app import SERVE_MAX_PIXELS, ServeSettings, create_app
     except ImportError as exc:
-        print(f"error: {exc.name} is missing: pip install 'salseg[serve]'", file=sys.stderr)
-        return 2
+        return report(PROG, f"{exc.name} is missing: pip install 'salseg[serve]'", exc=exc)
 
     try:
         settings = ServeSettings(
@@ -141,8 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         models = load_models(args)
     except (ValueError, RuntimeError, OSError) as exc:  # WeightsError is a RuntimeError
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return report(PROG, exc)
     app = create_app(models, settings)
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -150,9 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sock.bind((args.host, args.port))
     except OSError as exc:
-        print(f"error: cannot bind {args.host}:{args.port} ({exc.strerror or exc})",
-              file=sys.stderr)
-        return 2
+        return report(PROG, f"cannot bind {args.host}:{args.port} ({exc.strerror or exc})",
+                      exc=exc)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"salseg-serve: http://{shown}:{port}/ serving {', '.join(m.id for m in models)} "

@@ -10,44 +10,16 @@ directory that holds another run) end with one line ``salseg-train: error: ...``
 """
 from __future__ import annotations
 
-import os
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
+from salseg.cli.errors import debug_enabled, report, run_hydra, user_error
 from salseg.config import CONFIG_DIR
 from salseg.training import train
 
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from salseg.checkpoint_io import CheckpointFileError
-    from salseg.data.errors import DataError
-    from salseg.models.weights import WeightsError
-    from salseg.train_checks import ConfigError
-
-    return (ConfigError, CheckpointFileError, DataError, WeightsError)
-
-
-def _debug(cfg: DictConfig | None = None) -> bool:
-    if os.environ.get("SALSEG_DEBUG", "") not in ("", "0"):
-        return True
-    return bool(cfg is not None and cfg.get("debug_traceback"))
-
-
-def user_error(err: BaseException) -> BaseException | None:
-    """The user-facing error behind ``err`` (also through Hydra's InstantiationException, which
-    wraps what a config's ``_target_`` raised), or None for anything else (a bug: traceback)."""
-    from hydra.errors import InstantiationException
-
-    seen: BaseException | None = err
-    while seen is not None:
-        if isinstance(seen, _user_errors()):
-            return seen
-        if isinstance(seen, InstantiationException) and isinstance(seen.__cause__, ValueError):
-            return seen.__cause__
-        seen = seen.__cause__
-    return None
+PROG = "salseg-train"
 
 
 @hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")
@@ -56,15 +28,13 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         return train(cfg)
     except Exception as err:
         found = user_error(err)
-        if found is None or _debug(cfg):
+        if found is None or debug_enabled() or cfg.get("debug_traceback"):
             raise
-        message = " ".join(str(found).split())  # one line
-        print(f"salseg-train: error: {message}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(report(PROG, found, exc=err))
 
 
 def main() -> None:
-    _hydra_main()
+    run_hydra(PROG, _hydra_main)
 
 
 __all__ = ["main"]

@@ -327,7 +327,7 @@ class SegDataModule(L.LightningDataModule):
             shuffle=False,
             sampler=sampler,
             drop_last=train and self.drop_last and len(ds) >= self.batch_size,
-            num_workers=self.num_workers,
+            num_workers=workers_for_machine(self.num_workers),
             persistent_workers=self.persistent_workers,
             pin_memory=self.pin_memory,
             collate_fn=self._collate(ds),
@@ -412,6 +412,17 @@ def missing_sets_error(missing: list[tuple[str, DataLayoutError]], total: int) -
     names = ", ".join(name for name, _ in missing)
     details = "".join(f"\n  - {name}: {err}" for name, err in missing)
     return DataLayoutError(f"{len(missing)} of {total} test sets not found ({names}):{details}")
+
+
+def workers_for_machine(requested: int) -> int:
+    """``data.num_workers`` sized to the machine: at most one worker per CPU core this process
+    may use (torch's DataLoader warns above that; a recipe written for a large machine runs
+    unchanged on a laptop)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(int(requested), cores))
 
 
 def data_config(overrides: Sequence[str]) -> SegDataModule:

@@ -109,7 +109,7 @@ def build_model(weights: str | Path | Mapping | nn.Module | None, model: str | N
     if weights is None:
         if model is None:
             raise ValueError("without weights, model=<name> is required (random weights)")
-        log.warning("no weights given: %s runs with random weights", model)
+        log.debug("no weights given: %s runs with random weights", model)  # asked for: no warning
         return create_model(model), canonical_name(model)
     if isinstance(weights, Mapping):
         name = _name_from(weights, model, "state dict")
