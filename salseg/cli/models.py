@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from salseg.cli.errors import report
 from salseg.zoo import cache, catalogue
