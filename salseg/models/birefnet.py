@@ -32,6 +32,7 @@ from torch import nn
 from torchvision.ops import deform_conv2d
 
 from salseg.models.backbones.swin import SWIN_CONFIGS, SwinTransformer
+from salseg.models.card import ModelCard, ModelOutputs, Preprocessing, register_card
 
 SIZE_MULTIPLE = 32
 INTER_CHANNELS = 64  # ``dec_channels_inter = 'fixed'``
@@ -294,3 +295,76 @@ def birefnet_lite(**kwargs: Any) -> BiRefNet:
 def birefnet(**kwargs: Any) -> BiRefNet:
     """BiRefNet: Swin-L backbone (the released general-use and DIS5K weights)."""
     return BiRefNet("swin_v1_l", **kwargs)
+
+
+# -- model cards -----------------------------------------------------------------------------
+def _outputs(raw: Any) -> ModelOutputs:
+    """eval ``[logits]``; train ``[((gdt_preds, gdt_labels), [m4, m3, m2, logits]), [None]]``.
+
+    ``sides`` are ``[m4, m3, m2, logits]`` (train, the side maps resized to the input size with
+    ``align_corners=True`` as the official loss does) or ``[logits]`` (eval); the gradient branch
+    goes to ``aux`` (``gdt_preds`` at the decoder resolutions, ``gdt_labels`` at the input size).
+    """
+    if isinstance(raw, torch.Tensor):
+        return ModelOutputs(sides=[raw], features=[], prediction=raw)
+    if len(raw) == 1:  # eval
+        return ModelOutputs(sides=[raw[0]], features=[], prediction=raw[0])
+    (gdt_preds, gdt_labels), preds = raw[0]
+    logits = preds[-1]
+    size = logits.shape[-2:]
+    sides = [p if p.shape[-2:] == size else resize(p, size) for p in preds[:-1]] + [logits]
+    return ModelOutputs(sides=sides, features=[], prediction=logits,
+                        aux={"gdt_preds": list(gdt_preds), "gdt_labels": list(gdt_labels),
+                             "side_logits": list(preds)})
+
+
+def _to_official(raw: Any) -> Any:
+    """The official ``forward`` returns logits in both modes: the structure is already it."""
+    return raw
+
+
+# Official ``inference.py`` (dataset.MyData): cv2 INTER_LINEAR resize of the uint8 image to
+# 1024x1024, ToTensor (/255), ImageNet mean/std (a grayscale file is read as 3 equal channels);
+# output ``sigmoid`` resized with ``align_corners=True`` and truncated to 8 bits (no min-max).
+BIREFNET_PREPROCESSING = Preprocessing(input_size=(1024, 1024), scale="255", gray="per_channel",
+                                       resize="cv2_linear", restore="float_align_corners",
+                                       normalization="sigmoid")
+# The model-card / notebook snippet: PIL bilinear (anti-aliased) in, PIL bicubic out (a named
+# option: ``dataclasses.replace(card.preprocessing, **MODEL_CARD_PIPELINE)``).
+MODEL_CARD_PIPELINE = {"resize": "pil_bilinear", "restore": "pil_bicubic"}
+PIPELINES = {"repo": {}, "card": MODEL_CARD_PIPELINE}
+
+_COMMON = dict(preprocessing=BIREFNET_PREPROCESSING, outputs=_outputs, to_official=_to_official,
+               side_names=("mask",), encoder_prefixes=("bb.",),
+               size_multiple=SIZE_MULTIPLE, onnx_opset=19, onnx_dynamic_size=False,
+               notes={"pipelines": PIPELINES, "official_repo": "ZhengPeng7/BiRefNet",
+                      "licence": "MIT"})
+BIREFNET_LITE_CARD = register_card(ModelCard(
+    name="birefnet_lite", build=birefnet_lite, aliases=("birefnet-lite", "birefnet_swin_v1_t"),
+    official_manifest="birefnet_swin_v1_t", **_COMMON))
+BIREFNET_CARD = register_card(ModelCard(
+    name="birefnet", build=birefnet, aliases=("birefnet_swin_v1_l",),
+    official_manifest="birefnet_swin_v1_l", **_COMMON))
+
+
+def preprocess(image: Any, size: tuple[int, int], pipeline: str = "repo") -> torch.Tensor:
+    """One uint8 RGB image ``(H, W, 3)`` -> the normalised input ``(1, 3, h, w)`` of the
+    ``"repo"`` (default) or ``"card"`` pipeline at ``size = (width, height)``."""
+    from dataclasses import replace
+
+    from salseg.predict.preprocess import Preprocessor
+
+    pre = replace(BIREFNET_PREPROCESSING, input_size=(size[1], size[0]), **PIPELINES[pipeline])
+    return Preprocessor(pre)(image)[None]
+
+
+def postprocess(logits: torch.Tensor, original_hw: tuple[int, int],
+                pipeline: str = "repo") -> Any:
+    """Logits ``(1, 1, h, w)`` -> the uint8 mask ``(H0, W0)`` the official pipeline writes."""
+    from dataclasses import replace
+
+    from salseg.predict.postprocess import restore_alpha, to_uint8
+
+    pre = replace(BIREFNET_PREPROCESSING, **PIPELINES[pipeline])
+    return to_uint8(restore_alpha(torch.sigmoid(logits)[0, 0], tuple(original_hw), pre,
+                                  pre.normalization))
