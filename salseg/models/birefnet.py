@@ -48,9 +48,9 @@ def image_tiles(x: torch.Tensor, grid: int) -> torch.Tensor:
     """Cut ``x`` into a ``grid x grid`` grid of contiguous tiles stacked on channels:
     channel ``c * grid**2 + i * grid + j`` holds channel c of the tile at row i, column j
     (``b c (hg h) (wg w) -> b (c hg wg) h w``; not ``pixel_unshuffle``)."""
-    b, c, h, w = x.shape
-    x = x.reshape(b, c, grid, h // grid, grid, w // grid).permute(0, 1, 2, 4, 3, 5)
-    return x.reshape(b, c * grid * grid, h // grid, w // grid)
+    _, c, h, w = (int(s) for s in x.shape)
+    x = x.reshape(-1, c, grid, h // grid, grid, w // grid).permute(0, 1, 2, 4, 3, 5)
+    return x.reshape(-1, c * grid * grid, h // grid, w // grid)
 
 
 def laplacian(x: torch.Tensor) -> torch.Tensor:
@@ -193,7 +193,7 @@ class Decoder(nn.Module):
             self.add_module(f"gdt_convs_attn_{k}", nn.Sequential(nn.Conv2d(16, 1, 1)))
 
     def _tiles(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        return image_tiles(x, x.shape[-2] // ref.shape[-2])
+        return image_tiles(x, int(x.shape[-2]) // int(ref.shape[-2]))
 
     def _refine(self, k: int, p: torch.Tensor, gdt_gt: torch.Tensor | None,
                 gdt: tuple[list, list], ms: list) -> torch.Tensor:
@@ -266,7 +266,7 @@ class BiRefNet(nn.Module):
     def forward_enc(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[None]]:
         """Encoder: backbone on the image and on the half-size image, concatenated, then x1..x3
         resized to x4's size and concatenated before x4."""
-        h, w = x.shape[-2:]
+        h, w = int(x.shape[-2]), int(x.shape[-1])
         full = self.bb(x)
         half = self.bb(resize(x, (h // 2, w // 2)))
         xs = [torch.cat((f, resize(g, f.shape[2:])), 1) for f, g in zip(full, half)]

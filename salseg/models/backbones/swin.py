@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -115,19 +116,22 @@ class WindowAttention(nn.Module):
         bw, n, c = x.shape
         qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, c // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each bw, heads, N, d
-        bias = self.bias().unsqueeze(0).to(x.dtype)
-        if mask is not None:
-            nw = mask.shape[0]
-            bias = (bias.unsqueeze(0) + mask[None, :, None].to(x.dtype))  # 1, nW, heads, N, N
-            bias = bias.expand(bw // nw, -1, -1, -1, -1).reshape(bw, self.num_heads, n, n)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
+        bias = self.bias().unsqueeze(0).to(x.dtype)  # 1, heads, N, N
+        if mask is None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        else:  # windows grouped per image (-1: the batch stays dynamic in an ONNX trace)
+            nw, d = mask.shape[0], c // self.num_heads
+            bias = bias.unsqueeze(0) + mask[None, :, None].to(x.dtype)  # 1, nW, heads, N, N
+            q, k, v = (t.reshape(-1, nw, self.num_heads, n, d) for t in (q, k, v))
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+            out = out.reshape(-1, self.num_heads, n, d)
+        return self.proj(out.transpose(1, 2).reshape(-1, n, c))
 
 
 def window_partition(x: torch.Tensor, w: int) -> torch.Tensor:
     """(B, H, W, C) with H, W multiples of ``w`` -> (B * nW, w*w, C)."""
-    b, h, wd, c = x.shape
-    x = x.view(b, h // w, w, wd // w, w, c).permute(0, 1, 3, 2, 4, 5)
+    _, h, wd, c = (int(s) for s in x.shape)
+    x = x.view(-1, h // w, w, wd // w, w, c).permute(0, 1, 3, 2, 4, 5)
     return x.reshape(-1, w * w, c)
 
 
@@ -140,17 +144,20 @@ def window_reverse(windows: torch.Tensor, w: int, h: int, wd: int) -> torch.Tens
 
 def shifted_window_mask(hp: int, wp: int, window: int, shift: int,
                         device: torch.device | None = None) -> torch.Tensor:
-    """(nW, w*w, w*w) additive mask: 0 inside a region, ``MASK_VALUE`` across regions."""
-    region = torch.zeros(1, hp, wp, 1, device=device)
-    cuts = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
-    count = 0
-    for hs in cuts:
-        for ws in cuts:
-            region[:, hs, ws, :] = count
-            count += 1
-    ids = window_partition(region, window).squeeze(-1)  # nW, N
-    diff = ids[:, None, :] - ids[:, :, None]
-    return torch.zeros_like(diff).masked_fill(diff != 0, MASK_VALUE)
+    """(nW, w*w, w*w) additive mask: 0 inside a region, ``MASK_VALUE`` across regions.
+
+    Built with NumPy from the sizes alone, so a traced graph holds it as a constant."""
+    def bands(n: int) -> np.ndarray:  # 0, 1, 2 for the rows/columns of the three regions
+        out = np.zeros(n, dtype=np.int64)
+        out[n - window:n - shift] = 1
+        out[n - shift:] = 2
+        return out
+
+    region = bands(hp)[:, None] * 3 + bands(wp)[None, :]  # hp, wp
+    ids = region.reshape(hp // window, window, wp // window, window).transpose(0, 2, 1, 3)
+    ids = ids.reshape(-1, window * window)  # nW, N
+    mask = np.where(ids[:, None, :] != ids[:, :, None], MASK_VALUE, 0.0).astype(np.float32)
+    return torch.from_numpy(mask).to(device)
 
 
 class SwinBlock(nn.Module):
@@ -166,9 +173,9 @@ class SwinBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, h: int, w: int,
                 mask: torch.Tensor | None) -> torch.Tensor:
-        b, _, c = x.shape
+        c = int(x.shape[-1])
         ws = self.window_size
-        y = self.norm1(x).view(b, h, w, c)
+        y = self.norm1(x).view(-1, h, w, c)
         pad_b, pad_r = (ws - h % ws) % ws, (ws - w % ws) % ws
         y = F.pad(y, (0, 0, 0, pad_r, 0, pad_b))
         hp, wp = h + pad_b, w + pad_r
@@ -178,7 +185,7 @@ class SwinBlock(nn.Module):
                            ws, hp, wp)
         if self.shift:
             y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
-        y = y[:, :h, :w, :].reshape(b, h * w, c)
+        y = y[:, :h, :w, :].reshape(-1, h * w, c)
         x = x + self.drop_path(y)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
@@ -190,10 +197,10 @@ class PatchMerging(nn.Module):
         self.norm = nn.LayerNorm(4 * dim)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        b, _, c = x.shape
-        x = F.pad(x.view(b, h, w, c), (0, 0, 0, w % 2, 0, h % 2))
+        c = int(x.shape[-1])
+        x = F.pad(x.view(-1, h, w, c), (0, 0, 0, w % 2, 0, h % 2))
         x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1)
-        return self.reduction(self.norm(x.reshape(b, -1, 4 * c)))
+        return self.reduction(self.norm(x.reshape(-1, ((h + 1) // 2) * ((w + 1) // 2), 4 * c)))
 
 
 class SwinStage(nn.Module):
@@ -210,6 +217,8 @@ class SwinStage(nn.Module):
         self.activation_checkpointing = False
 
     def forward(self, x: torch.Tensor, h: int, w: int):
+        # sizes as plain ints: window padding and the mask are constants of a traced graph
+        h, w = int(h), int(w)
         ws = self.window_size
         hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
         mask = shifted_window_mask(hp, wp, ws, ws // 2, device=x.device)
@@ -232,7 +241,7 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = self.patch
-        h, w = x.shape[-2:]
+        h, w = int(x.shape[-2]), int(x.shape[-1])
         if h % p or w % p:
             x = F.pad(x, (0, (p - w % p) % p, 0, (p - h % p) % p))
         return self.proj(x)  # B, C, H/4, W/4 (the LayerNorm is applied on tokens)
@@ -275,13 +284,13 @@ class SwinTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.patch_embed(x)
-        b, _, h, w = x.shape
+        h, w = int(x.shape[-2]), int(x.shape[-1])
         x = self.patch_embed.norm(x.flatten(2).transpose(1, 2))
         outs = []
         for i, stage in enumerate(self.layers):
             out, x, nh, nw = stage(x, h, w)
             out = getattr(self, f"norm{i}")(out)
-            outs.append(out.view(b, h, w, -1).permute(0, 3, 1, 2).contiguous())
+            outs.append(out.view(-1, h, w, self.channels[i]).permute(0, 3, 1, 2).contiguous())
             h, w = nh, nw
         return outs
 
