@@ -57,6 +57,11 @@ TABLES: dict[str, tuple[PublishedRow, ...]] = {
         _u2net_dis("DIS-TE4", 0.795, 0.705, 0.087, 0.807, 0.847, 3653),
     ),
     "dis_paper/IS-Net": (),
+    "birefnet_paper/BiRefNet": (
+        PublishedRow("DIS-VD", {"max_f": 0.891, "wf": 0.854, "sm": 0.898},
+                     "BiRefNet paper (arXiv 2401.03407) / official README, DIS-VD, as quoted in "
+                     "salseg issue 23; the DIS-TE1..4 rows are NOT recorded yet"),
+    ),
 }
 
 
