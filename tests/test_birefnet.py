@@ -265,3 +265,12 @@ def test_activation_checkpointing_gives_the_same_step():
     assert grads[0].keys() == grads[1].keys()
     for k in grads[0]:
         torch.testing.assert_close(grads[1][k], grads[0][k], atol=1e-5, rtol=1e-4)
+
+
+def test_training_option_checkpoints_the_swin_blocks():
+    from salseg.models.checkpointing import enable_activation_checkpointing
+
+    model = create_model("birefnet_lite")
+    assert not model.activation_checkpointing
+    assert enable_activation_checkpointing(model) == 12  # 2 + 2 + 6 + 2 Swin-T blocks
+    assert model.activation_checkpointing
