@@ -35,7 +35,8 @@ from salseg.models.card import (
 from salseg.predict.predictor import Predictor
 
 PACKAGE = Path(__file__).resolve().parents[1] / "salseg"
-HEAVY = {"u2net", "isnet"}  # 44M parameters: ONNX export and training step in the slow suite
+HEAVY = {"u2net", "isnet", "birefnet_lite"}  # 44M parameters: ONNX, training step slow
+VERY_HEAVY = {"birefnet"}  # 220M parameters (Swin-L): the whole battery in the slow suite
 
 
 # -- a toy architecture, defined here only ----------------------------------------------------
@@ -72,7 +73,9 @@ TOY = ModelCard(
     task="salseg.tasks.U2NetTask", default_aug="u2net_paper")
 
 NAMES = [c.name for c in cards()] + [TOY.name]
-COSTLY = [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in NAMES]
+COSTLY = [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY | VERY_HEAVY else n
+          for n in NAMES]
+PARAMS = [pytest.param(n, marks=pytest.mark.slow) if n in VERY_HEAVY else n for n in NAMES]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -82,9 +85,15 @@ def toy_registered():
     unregister_card(TOY.name)
 
 
-@pytest.fixture(params=NAMES)
+@pytest.fixture(params=PARAMS)
 def card(request) -> ModelCard:
     return get_card(request.param)
+
+
+def _size(card: ModelCard, size: tuple[int, int]) -> tuple[int, int]:
+    """``size`` rounded up to the card's input multiple (BiRefNet: 32)."""
+    m = card.size_multiple
+    return tuple(-(-s // m) * m for s in size)
 
 
 def _model(card: ModelCard, seed: int = 0) -> nn.Module:
@@ -113,6 +122,7 @@ class TestModelCardContract:
 
     @pytest.mark.parametrize("size", [(37, 53), (64, 48)])
     def test_any_size_forward_and_to_official(self, card, size):
+        size = _size(card, size)
         model = _model(card)
         x = torch.randn(1, card.preprocessing.in_channels, *size)
         with torch.no_grad():
@@ -134,8 +144,9 @@ class TestModelCardContract:
             with pytest.raises(ValueError, match="takes masks"):
                 Predictor(_model(card), model=card.name)
             return
-        p = Predictor(_model(card), model=card.name, input_size=(33, 47), device="cpu")
-        assert p.preprocessor.preprocessing == replace(card.preprocessing, input_size=(33, 47))
+        size = _size(card, (33, 47))
+        p = Predictor(_model(card), model=card.name, input_size=size, device="cpu")
+        assert p.preprocessor.preprocessing == replace(card.preprocessing, input_size=size)
         mask = p.predict(object_image(41, 59, seed=2))
         assert mask.shape == (41, 59) and mask.dtype == np.uint8
 
@@ -143,14 +154,14 @@ class TestModelCardContract:
     def test_onnx_round_trip(self, name, tmp_path):
         card = get_card(name)
         model = _model(card, seed=1)
-        pre = replace(card.preprocessing, input_size=(48, 40))
+        pre = replace(card.preprocessing, input_size=_size(card, (48, 40)))
         report = export_onnx(model, tmp_path / "m.onnx", card.name, trace_size=64,
                              check_sizes=[(64, 64), (45, 71)], preprocessing=pre)
         assert max(report.max_abs_diff.values()) <= 1e-4
         assert read_metadata(report.path) == (card.name, pre)
         if card.can_predict:
             p = Predictor(report.path, backend="onnx", device="cpu")
-            assert p.name == card.name and p.preprocessor.size == (48, 40)
+            assert p.name == card.name and p.preprocessor.size == pre.input_size
 
     @pytest.mark.parametrize("name", COSTLY)
     def test_training_step(self, name):
@@ -175,7 +186,7 @@ class TestModelCardContract:
 
 
 # -- no architecture is named outside its card ------------------------------------------------
-CARD_MODULES = {"models/card.py", "models/u2net.py", "models/isnet.py"}
+CARD_MODULES = {"models/card.py", "models/u2net.py", "models/isnet.py", "models/birefnet.py"}
 
 
 def test_no_architecture_name_checks_outside_the_cards():

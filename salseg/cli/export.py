@@ -5,15 +5,18 @@ Examples::
     salseg-export --model u2net --weights u2net.pth -o u2net.onnx
     salseg-export --model isnet --weights isnet.ckpt -o isnet-rembg.onnx --rembg
     salseg-export --import-onnx u2net.onnx -o u2net.safetensors     # for fine-tuning
+    salseg-export --model birefnet_lite --weights BiRefNet_lite.pth -o birefnet_lite.onnx
 
 Exit status 0 on success, 1 when the parity check fails, 2 for bad arguments or files.
 """
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from salseg.cli.errors import report as report_error
+from salseg.cli.predict import _size
 
 PROG = "salseg-export"
 
@@ -35,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rembg", action="store_true",
                    help="rembg-compatible file (u2net_custom / dis_custom sessions)")
     p.add_argument("--trace-size", type=int, default=320, help="tracing input size (>= 64)")
+    p.add_argument("--input-size", type=_size, default=None, metavar="N|HxW",
+                   help="the input size recorded in the file (default: the weights'); the "
+                   "graph's fixed size for models without a dynamic size (BiRefNet)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
     p.add_argument("--tolerance", type=float, default=1e-4, help="parity check tolerance")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -73,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         model, name = build_model(args.weights, args.model)
         # the preprocessing the weights were trained with goes into the ONNX metadata
         preprocessing = weights_preprocessing(args.weights, name)
+        if args.input_size is not None:
+            preprocessing = replace(preprocessing, input_size=args.input_size)
         try:
             report = export_onnx(model, args.output, name, opset=args.opset,
                                  fold_batchnorm=not args.no_fold_batchnorm,

@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             weights=None if args.random_weights else args.weights, model=args.model,
             device=args.device, precision=args.precision, backend=args.backend,
             input_size=args.input_size, resize=args.resize,
-            normalization="sigmoid" if args.raw_sigmoid else "minmax", refine_options=refine,
+            normalization="sigmoid" if args.raw_sigmoid else None, refine_options=refine,
             channels_last=args.channels_last, onnx_threads=args.onnx_threads)
         if args.random_weights:  # the same random network in every process and every run
             torch.manual_seed(0)

@@ -27,6 +27,11 @@ and raises :class:`ExportCheckError` when any output differs by more than ``tole
 
 Tracing: the model is traced at ``trace_size`` (>= 64, default 320).  Smaller traces would bake
 size-dependent branches of the up-sampling into the graph.
+
+Cards may ask for more (``ModelCard.onnx_opset``, ``onnx_dynamic_size``): BiRefNet needs opset
+19 for ``DeformConv`` (``torchvision.ops.deform_conv2d`` is exported as that ONNX operator,
+which onnxruntime runs), and its Swin window padding and image tiles are fixed by the input
+size, so its graph has a dynamic batch only and is traced at the preprocessing's input size.
 """
 from __future__ import annotations
 
@@ -66,6 +71,31 @@ REMBG_SESSIONS = {
 }
 CARD_KEY = "salseg.model"  # the card name
 PREPROCESSING_KEY = "salseg.preprocessing"  # Preprocessing as JSON (see salseg.models.card)
+
+
+def _deform_conv_symbolic(g, x, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w,
+                          dil_h, dil_w, groups, offset_groups, use_mask):
+    """``torchvision::deform_conv2d`` -> ONNX ``DeformConv`` (opset 19)."""
+    from torch.onnx.symbolic_helper import _get_const
+
+    ints = [_get_const(v, "i", n) for v, n in ((stride_h, "stride_h"), (stride_w, "stride_w"),
+                                               (pad_h, "pad_h"), (pad_w, "pad_w"),
+                                               (dil_h, "dil_h"), (dil_w, "dil_w"),
+                                               (groups, "groups"),
+                                               (offset_groups, "offset_groups"))]
+    sh, sw, ph, pw, dh, dw, ng, nog = ints
+    inputs = [x, weight, offset, bias]
+    if _get_const(use_mask, "b", "use_mask"):
+        inputs.append(mask)
+    return g.op("DeformConv", *inputs, strides_i=[sh, sw], pads_i=[ph, pw, ph, pw],
+                dilations_i=[dh, dw], group_i=ng, offset_group_i=nog)
+
+
+def _register_custom_symbolics(opset: int) -> None:
+    if opset >= 19:
+        from torch.onnx import register_custom_op_symbolic
+
+        register_custom_op_symbolic("torchvision::deform_conv2d", _deform_conv_symbolic, 19)
 
 
 class ExportCheckError(RuntimeError):
@@ -202,10 +232,19 @@ def export_onnx(model: nn.Module, path: str | Path, name: str, *, opset: int = O
     card = get_card(name)
     name = card.name
     preprocessing = preprocessing or card.preprocessing
+    opset = max(opset, card.onnx_opset or opset)
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path}: exists (use --overwrite to replace it)")
-    if trace_size < MIN_TRACE_SIZE:
+    if card.onnx_dynamic_size:
+        trace_hw = (trace_size, trace_size)
+    else:  # the graph is fixed to the input size the file predicts at
+        trace_hw = tuple(preprocessing.input_size)
+        if any(s % card.size_multiple for s in trace_hw):
+            raise ValueError(f"{name} needs an input size whose height and width are multiples "
+                             f"of {card.size_multiple}, got {trace_hw}")
+        check_sizes = [trace_hw]
+    if card.onnx_dynamic_size and trace_size < MIN_TRACE_SIZE:
         raise ValueError(f"trace_size must be >= {MIN_TRACE_SIZE}, got {trace_size}")
     notes: list[str] = []
     scale = shift = None
@@ -216,9 +255,11 @@ def export_onnx(model: nn.Module, path: str | Path, name: str, *, opset: int = O
     wrapped = _Exported(model, card, include_features, scale, shift).eval()
     outputs = output_names(name, include_features)
     in_ch = preprocessing.in_channels
-    dummy = torch.randn(1, in_ch, trace_size, trace_size)
-    dynamic = {"input": {0: "batch", 2: "height", 3: "width"}}
-    dynamic.update({o: {0: "batch", 2: "height", 3: "width"} for o in outputs})
+    dummy = torch.randn(1, in_ch, *trace_hw)
+    axes = {0: "batch", 2: "height", 3: "width"} if card.onnx_dynamic_size else {0: "batch"}
+    dynamic = {"input": dict(axes)}
+    dynamic.update({o: dict(axes) for o in outputs})
+    _register_custom_symbolics(opset)
     with atomic_output(path, overwrite) as tmp_path:
         tmp = str(tmp_path)
         with warnings.catch_warnings():

@@ -32,8 +32,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 SCALES = ("max", "255")
 GRAY_RULES = ("official", "per_channel")
-RESIZES = ("skimage", "torch_trunc", "antialias")
-RESTORES = ("pil_uint8", "float")
+RESIZES = ("skimage", "torch_trunc", "antialias", "cv2_linear", "pil_bilinear")
+RESTORES = ("pil_uint8", "float", "float_align_corners", "pil_bicubic")
 NORMALIZATIONS = ("minmax", "sigmoid")
 
 
@@ -52,10 +52,15 @@ class Preprocessing:
     * ``resize``: the inference resize. ``"skimage"``: scikit-image bilinear in float64 without
       anti-aliasing (official U2-Net ``u2net_test.py``); ``"torch_trunc"``: ``F.interpolate``
       bilinear then uint8 truncation (official IS-Net ``Inference.py``); ``"antialias"``: torch
-      bilinear with anti-aliasing and no truncation (a named deviation);
+      bilinear with anti-aliasing and no truncation (a named deviation); ``"cv2_linear"``:
+      ``cv2.resize(INTER_LINEAR)`` of the uint8 image, no anti-aliasing (official BiRefNet
+      ``inference.py``); ``"pil_bilinear"``: PIL bilinear (anti-aliased) of the uint8 image
+      (the BiRefNet model-card snippet);
     * ``restore``: how the prediction goes back to the image size. ``"pil_uint8"`` (U2-Net):
       min-max at model resolution, 8-bit truncation, PIL bilinear; ``"float"`` (IS-Net):
-      bilinear in float, then min-max;
+      bilinear in float, then min-max; ``"float_align_corners"`` (BiRefNet ``inference.py``):
+      bilinear with ``align_corners=True`` in float; ``"pil_bicubic"`` (BiRefNet model card):
+      8-bit truncation at model resolution, then PIL bicubic;
     * ``normalization``: of the output map, ``"minmax"`` (official) or ``"sigmoid"``;
     * ``in_channels``: channels of the model input (1 for the GT encoder, which takes masks).
     """
@@ -143,6 +148,9 @@ class ModelOutputs:
     sides: list[torch.Tensor]  # every supervised logit map (U2-Net: fused first)
     features: list[torch.Tensor]  # feature maps for feature synchronisation (may be empty)
     prediction: torch.Tensor  # the logit map that is the model's prediction
+    # named auxiliary outputs that are not logit maps at the input size (BiRefNet:
+    # ``gdt_preds`` / ``gdt_labels``, the gradient branch of train())
+    aux: dict[str, list[torch.Tensor]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -164,6 +172,9 @@ class ModelCard:
     takes_masks: bool = False
     gt_encoder: str | None = None  # card trained first as this one's GT encoder (IS-Net)
     official_manifest: str | None = None  # name of its official parity fixture, if any
+    size_multiple: int = 1  # input height and width must be multiples of this (BiRefNet: 32)
+    onnx_opset: int | None = None  # lowest ONNX opset the export needs (BiRefNet: 19)
+    onnx_dynamic_size: bool = True  # False: only the batch axis of the export is dynamic
     notes: dict = field(default_factory=dict)
 
     def official_flat(self, raw: Any) -> list[torch.Tensor]:
@@ -194,6 +205,7 @@ def _load_builtin() -> None:
     global _BUILTIN_LOADED
     if not _BUILTIN_LOADED:
         _BUILTIN_LOADED = True
+        import salseg.models.birefnet  # noqa: F401 - registers the BiRefNet cards
         import salseg.models.isnet  # noqa: F401 - registers the IS-Net cards
         import salseg.models.u2net  # noqa: F401 - registers the U2-Net cards
 

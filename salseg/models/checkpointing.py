@@ -10,7 +10,8 @@ BatchNorm layers in training mode would update their running statistics twice (o
 forward, once in the recomputation); the recomputation therefore runs with ``momentum = 0``
 (running statistics unchanged, ``num_batches_tracked`` restored), so a checkpointed step
 leaves exactly the same state as a plain one (tested).  The module tree and state-dict keys
-do not change: the blocks' ``forward`` is wrapped per instance.
+do not change: the blocks' ``forward`` is wrapped per instance.  Swin backbones (BiRefNet) have
+their own ``activation_checkpointing`` flag, which this sets.
 """
 from __future__ import annotations
 
@@ -56,9 +57,15 @@ def _wrap(block: nn.Module) -> None:
 
 
 def enable_activation_checkpointing(model: nn.Module) -> int:
-    """Checkpoint every RSU block of ``model`` in place; return how many were wrapped."""
+    """Checkpoint every RSU block (and every Swin block) of ``model`` in place; return how many
+    blocks are checkpointed."""
+    from salseg.models.backbones.swin import SwinTransformer
+
     count = 0
     for module in model.modules():
+        if isinstance(module, SwinTransformer):  # its own flag (no BatchNorm in Swin blocks)
+            module.activation_checkpointing = True
+            count += sum(len(stage.blocks) for stage in module.layers)
         if isinstance(module, RSU | RSU4F) and not getattr(module, "_salseg_checkpointed", False):
             _wrap(module)
             count += 1

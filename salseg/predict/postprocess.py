@@ -9,6 +9,11 @@ preprocessing's ``restore`` field (:class:`salseg.models.card.Preprocessing`):
 * ``"float"``, **IS-Net** (``Inference.py``, OFFICIAL_NOTES §3.6): side 1 resized to the original size with
   ``F.interpolate`` (bilinear, ``align_corners=False``), then min-max normalisation.
 
+* ``"float_align_corners"``, **BiRefNet** (``inference.py``): the sigmoid map resized with
+  ``F.interpolate`` (bilinear, ``align_corners=True``), no min-max (``normalization="sigmoid"``).
+* ``"pil_bicubic"``, the BiRefNet model-card snippet: ``*255`` truncated to 8 bits at model
+  resolution, then ``PIL`` bicubic resize.
+
 ``normalization="sigmoid"`` skips the min-max step and keeps the raw probabilities (a constant
 map under min-max, where the official code divides by zero, becomes all zeros).
 The alpha is a float32 array in [0, 1]; :func:`to_uint8` truncates ``alpha*255`` as both
@@ -75,16 +80,18 @@ def restore_alpha(prob: torch.Tensor, original_size: tuple[int, int],
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
     prob = prob.float().reshape(prob.shape[-2:])
     height, width = original_size
-    if restore_mode(model) == "pil_uint8":
+    mode = restore_mode(model)
+    if mode in ("pil_uint8", "pil_bicubic"):
         if normalization == "minmax":
             prob = minmax(prob)
         q = torch.floor(prob.clamp(0, 1) * 255).to(torch.uint8).cpu().numpy()
         if q.shape != (height, width):
-            q = np.asarray(Image.fromarray(q).resize((width, height), Image.BILINEAR))
+            resample = Image.BILINEAR if mode == "pil_uint8" else Image.BICUBIC
+            q = np.asarray(Image.fromarray(q).resize((width, height), resample))
         return q.astype(np.float32) / np.float32(255)
     if prob.shape != (height, width):
         prob = F.interpolate(prob[None, None], size=(height, width), mode="bilinear",
-                             align_corners=False)[0, 0]
+                             align_corners=mode == "float_align_corners")[0, 0]
     if normalization == "minmax":
         prob = minmax(prob)
     return prob.clamp(0, 1).cpu().numpy().astype(np.float32, copy=False)

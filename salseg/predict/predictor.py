@@ -47,7 +47,6 @@ from salseg.predict.compose import cutout as make_cutout
 from salseg.predict.compose import decontaminate as estimate_foreground
 from salseg.predict.images import ImageInput, decode_image
 from salseg.predict.postprocess import (
-    DEFAULT_NORMALIZATION,
     RefineOptions,
     refine,
     restore_alpha,
@@ -160,7 +159,7 @@ class Predictor:
                  model: str | None = None, *, device: str | torch.device = "auto",
                  precision: str = "fp32", backend: str = "torch",
                  input_size: int | Sequence[int] | None = None, resize: str = "official",
-                 normalization: str = DEFAULT_NORMALIZATION,
+                 normalization: str | None = None,
                  refine_options: RefineOptions | None = None,
                  channels_last: bool | None = None, onnx_threads: int | None = None) -> None:
         if backend not in BACKENDS:
@@ -172,7 +171,6 @@ class Predictor:
             is_onnx_file = isinstance(weights, (str, Path)) and \
                 Path(weights).suffix.lower() == ".onnx"
         self.backend = backend
-        self.normalization = normalization
         self.refine_options = refine_options or RefineOptions()
         if backend == "onnx" and not (auto and not is_onnx_file):
             from salseg.zoo.resolve import zoo_entry_for
@@ -212,7 +210,14 @@ class Predictor:
         # the preprocessing the weights were trained with (checkpoint / ONNX metadata / zoo)
         self.preprocessor = Preprocessor(weights_preprocessing(weights, name), input_size, resize,
                                          overrides=self.meta.get("preprocessing"))
+        if normalization is None:
+            normalization = self.preprocessor.preprocessing.normalization
+        self.normalization = normalization
         self.preprocessing = replace(self.preprocessor.preprocessing, normalization=normalization)
+        multiple = self.card.size_multiple
+        if any(s % multiple for s in self.preprocessing.input_size):
+            raise ValueError(f"{name} needs an input size whose height and width are multiples "
+                             f"of {multiple}, got {self.preprocessing.input_size}")
 
     @property
     def model(self) -> nn.Module | None:

@@ -11,6 +11,10 @@ overridden by a checkpoint or an ONNX file's metadata); its ``resize`` field cho
 * ``"torch_trunc"`` (official IS-Net ``Inference.py``, §3.6): float CHW image, ``F.interpolate``
   (bilinear, ``align_corners=False``, no anti-aliasing), **truncated to uint8**, then scaled and
   normalised.
+* ``"cv2_linear"`` (official BiRefNet ``inference.py``): ``cv2.resize`` with ``INTER_LINEAR`` of
+  the uint8 image (no anti-aliasing, 8-bit result), then ``/255`` and the mean/std.
+* ``"pil_bilinear"`` (the BiRefNet model-card snippet): PIL bilinear resize (anti-aliased when
+  shrinking) of the uint8 image, then ``/255`` and the mean/std.
 * ``"antialias"``: a named deviation, torch bilinear with anti-aliasing and no truncation
   (smoother inputs for very large images); ``Preprocessor(..., resize="antialias")`` selects it
   for any model.
@@ -102,6 +106,19 @@ class Preprocessor:
 
             out = sk_resize(image, (h, w), order=1, mode="constant", anti_aliasing=False)
             return torch.from_numpy(out * 255.0).permute(2, 0, 1)[None]
+        if mode in ("cv2_linear", "pil_bilinear"):
+            if image.shape[:2] == (h, w):
+                out = image
+            elif mode == "cv2_linear":
+                import cv2
+
+                out = cv2.resize(np.ascontiguousarray(image), (w, h),
+                                 interpolation=cv2.INTER_LINEAR)
+            else:
+                from PIL import Image
+
+                out = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
+            return torch.from_numpy(np.array(out)).permute(2, 0, 1)[None].float()
         x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
         if mode == "antialias":
             if x.shape[-2:] != (h, w):

@@ -193,7 +193,8 @@ class SegmentationTask(L.LightningModule):
             if gt.ndim == 2:
                 gt = gt[None]
             if as_predicted:  # exactly the map salseg-predict saves (restore, 8 bits)
-                alpha = restore_alpha(p, tuple(gt.shape[-2:]), self.spec, DEFAULT_NORMALIZATION)
+                alpha = restore_alpha(p, tuple(gt.shape[-2:]), self.spec,
+                                      self.spec.normalization or DEFAULT_NORMALIZATION)
                 p = torch.from_numpy(to_uint8(alpha)).to(p.device)[None]
                 gt = torch.round(gt * 255).to(torch.uint8)  # the stored 8-bit levels, as read
             elif p.shape[-2:] != gt.shape[-2:]:

@@ -106,6 +106,22 @@ U2NET_SHA = "sha256:10025a17f49cd3208afc342b589890e402ee63123d6f2d289a4a0903695c
 U2NETP_SHA = "sha256:e7567cde013fb64813973ce6e1ecc25a80c05c3ca7adbc5a54f3c3d90991b854"
 ISNET_GU_SHA = "sha256:9e1aafea58f0b55d0c35077e0ceade6ba1ba2bce372fd4f8f77215391f3fac13"
 
+BIREFNET_PAPER = ("Zheng et al., Bilateral Reference for High-Resolution Dichotomous Image "
+                  "Segmentation, CAAI Artificial Intelligence Research 2024 (arXiv 2401.03407)")
+BIREFNET_LICENSE = "MIT (ZhengPeng7/BiRefNet)"
+BIREFNET_UNPINNED = ("unpinned: no checksum could be checked when this entry was written (the "
+                     "Hub shows the Git LFS sha256); trust on first use")
+BIREFNET_NOTE = ("File name as the Hub's PyTorchModelHubMixin saves it (model.safetensors); that "
+                 "the Hub checkpoint uses exactly the official state-dict keys was not verified "
+                 "when this entry was written: a mismatch is refused by the strict load, naming "
+                 "the keys.")
+
+
+def _birefnet_hub(repo: str) -> Source:
+    return Source(f"{HF}{repo}/resolve/main/model.safetensors", None, "model.safetensors",
+                  f"official (Hugging Face Hub, {repo})", BIREFNET_UNPINNED)
+
+
 ENTRIES: tuple[ZooEntry, ...] = (
     ZooEntry(
         name="u2net",
@@ -280,9 +296,73 @@ ENTRIES: tuple[ZooEntry, ...] = (
     ),
 )
 
+ENTRIES += (
+    ZooEntry(
+        name="birefnet",
+        architecture="birefnet",
+        description="BiRefNet (Swin-L) for general use (background removal)",
+        sources=(_birefnet_hub("ZhengPeng7/BiRefNet"),),
+        license=BIREFNET_LICENSE,
+        training_data="DIS5K-TR, HRSOD, UHRSD, P3M-10k, TR-humans, AM-2k, ... (general-use "
+                      "training set of the official README)",
+        paper=BIREFNET_PAPER,
+        notes=(BIREFNET_NOTE,),
+    ),
+    ZooEntry(
+        name="birefnet_lite",
+        architecture="birefnet_lite",
+        description="BiRefNet_lite (Swin-T) for general use",
+        sources=(_birefnet_hub("ZhengPeng7/BiRefNet_lite"),),
+        license=BIREFNET_LICENSE,
+        training_data="general-use training set of the official README",
+        paper=BIREFNET_PAPER,
+        notes=(BIREFNET_NOTE,),
+    ),
+    ZooEntry(
+        name="birefnet-dis",
+        architecture="birefnet",
+        description="BiRefNet (Swin-L) trained on DIS5K only: the paper's DIS model",
+        sources=(_birefnet_hub("ZhengPeng7/BiRefNet-DIS5K"),),
+        license=BIREFNET_LICENSE,
+        training_data="DIS5K DIS-TR (3000 images)",
+        paper=BIREFNET_PAPER,
+        published=("birefnet_paper/BiRefNet",),
+        notes=(BIREFNET_NOTE,),
+    ),
+    ZooEntry(
+        name="birefnet-hr",
+        architecture="birefnet",
+        description="BiRefNet_HR (Swin-L) trained at 2048x2048 for high-resolution images",
+        sources=(_birefnet_hub("ZhengPeng7/BiRefNet_HR"),),
+        license=BIREFNET_LICENSE,
+        training_data="general-use training set of the official README, at 2048x2048",
+        paper=BIREFNET_PAPER,
+        input_size=(2048, 2048),
+        notes=(BIREFNET_NOTE,),
+    ),
+    ZooEntry(
+        name="briaai/RMBG-2.0",
+        architecture="birefnet",
+        description="BRIA RMBG-2.0 background removal; BiRefNet architecture (Swin-L)",
+        sources=(Source(HF + "briaai/RMBG-2.0/resolve/main/model.safetensors", None,
+                        "model.safetensors", "Hugging Face Hub (briaai/RMBG-2.0, gated)",
+                        BIREFNET_UNPINNED),),
+        license="CC BY-NC 4.0: NON-COMMERCIAL use only; commercial use needs an agreement "
+                "with BRIA AI",
+        commercial_use=False,
+        training_data="licensed images (per the model card)",
+        paper=BIREFNET_PAPER + " (architecture)",
+        notes=("Gated: accept the licence on https://huggingface.co/briaai/RMBG-2.0 while logged "
+               "in, download model.safetensors and place it as shown by "
+               "'salseg-models path briaai/RMBG-2.0'.", BIREFNET_NOTE),
+    ),
+)
+
 _BY_NAME = {e.name: e for e in ENTRIES}
 ALIASES = {"rmbg-1.4": "briaai/RMBG-1.4", "rmbg": "briaai/RMBG-1.4",
-           "isnet_general_use": "isnet-general-use", "isnet_anime": "isnet-anime"}
+           "isnet_general_use": "isnet-general-use", "isnet_anime": "isnet-anime",
+           "rmbg-2.0": "briaai/RMBG-2.0", "birefnet-lite": "birefnet_lite",
+           "birefnet_dis": "birefnet-dis", "birefnet_hr": "birefnet-hr"}
 
 
 def entries() -> tuple[ZooEntry, ...]:

@@ -1,0 +1,1 @@
+"""Backbones (encoders) that architectures build on: Swin Transformer v1 (``swin``)."""
