@@ -16,8 +16,11 @@ card's ``restore`` mode, min-max normalisation) and quantised to 8 bits, so ``va
 Validation loaders are logged under the datamodule's ``val_loader_prefixes``: ``val/...`` for
 the selection data, ``test_monitor/<set>/...`` for test sets watched for information only.
 
-``freeze_bn`` keeps every BatchNorm of the network in eval mode during training (running
-statistics used, not updated; affine parameters still train).  ``"auto"`` (default) does so when
+``freeze_bn`` freezes every BatchNorm of the network for training (running statistics used,
+not updated; affine parameters still train): the BatchNorms are replaced by
+:class:`salseg.models.batchnorm.FrozenBatchNorm2d`, because Lightning does not call ``train()``
+at fit start and restores each submodule's mode after validation, so a mode set in a
+``train()`` override does not hold inside ``Trainer.fit``.  ``"auto"`` (default) does so when
 the initial weights have folded (identity) BatchNorm statistics, as imported from ONNX graphs
 such as rembg's files or model-zoo ONNX sources, where train-mode BatchNorm would destroy the
 pretrained function; ``true`` always (small-batch fine-tuning); ``false`` never, and refuses
@@ -54,6 +57,9 @@ log = logging.getLogger(__name__)
 
 # ``model.compile``: false, true (torch.compile's default mode) or one of torch.compile's modes;
 # ``reduce-overhead`` replays the forward and backward graphs as CUDA graphs (static shapes)
+# ``model.init_weights=random``: start from random weights on purpose (a recipe that requires
+# initial weights, ``experiment=finetune``, accepts it)
+RANDOM_INIT = "random"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -99,9 +105,13 @@ class SegmentationTask(L.LightningModule):
         self.name = self.card.name
         self.spec = self.card.preprocessing
         self.model = self.card.build(**(net_kwargs or {}))
+        if init_weights == RANDOM_INIT:  # explicit: no pretrained weights (experiment=finetune)
+            init_weights = None
         if init_weights:
             load_weights(self.model, init_weights, name=self.name)
         self.freeze_bn = self._decide_freeze_bn(freeze_bn, init_weights)
+        if self.freeze_bn:
+            freeze_batchnorm(self.model)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.channels_last = channels_last
@@ -128,16 +138,9 @@ class SegmentationTask(L.LightningModule):
                 "on batch statistics would destroy the pretrained function. Use "
                 "model.freeze_bn=auto (or true), or initialise from the original .pth")
         if mode == "auto" and folded:
-            log.info("%s: folded BatchNorm statistics detected; BatchNorm stays in eval mode "
+            log.info("%s: folded BatchNorm statistics detected; BatchNorm statistics stay frozen "
                      "during training (model.freeze_bn=auto)", init_weights)
         return mode == "true" or folded
-
-    def train(self, mode: bool = True) -> SegmentationTask:
-        """``nn.Module.train`` that keeps BatchNorm frozen when ``freeze_bn`` is on."""
-        super().train(mode)
-        if mode and getattr(self, "freeze_bn", False):
-            freeze_batchnorm(self.model)
-        return self
 
     def forward(self, x: torch.Tensor) -> Any:
         if self.channels_last:
