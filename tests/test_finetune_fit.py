@@ -210,12 +210,14 @@ def test_isnet_phase1_gt_encoder_with_frozen_batchnorm(data_root, tmp_path):
 
 @pytest.mark.slow
 def test_ddp_two_processes_keep_batchnorm_frozen(data_root, folded, tmp_path):
-    """2 CPU processes (gloo, ``ddp_spawn``), with ``sync_batchnorm=true``: SyncBatchNorm
-    conversion must not thaw the frozen statistics."""
+    """2 CPU processes (gloo, ``ddp_spawn``), with ``sync_batchnorm=true`` (SyncBatchNorm
+    conversion must not thaw the frozen statistics) and ``freeze_encoder_epochs=1`` (the DDP
+    reducer must not wait for gradients of the frozen encoder)."""
     start = batchnorm_buffers(folded_model())
     cfg = compose_train(["model=u2netp", "trainer=ddp_cpu", "logger=none", "trainer.max_epochs=2",
                          "trainer.limit_train_batches=2", "trainer.enable_progress_bar=false",
                          "trainer.sync_batchnorm=true", f"model.init_weights={folded}",
+                         "model.freeze_encoder_epochs=1",
                          *tiny_data_overrides(data_root, size=64, n_train=16, n_val=4, batch_size=2)],
                         tmp_path)
     train(cfg)

@@ -11,14 +11,17 @@ import sys
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
 from bn_probe import save_folded
+from PIL import Image
 from train_helpers import compose_train
 
 from salseg.data.datamodule import resolve_num_workers
 from salseg.data.synthetic import ensure_synthetic, make_spec
 from salseg.models.weights import read_state_dict
+from salseg.predict.predictor import Predictor
 from salseg.train_checks import ConfigError
 from salseg.training import train
 
@@ -40,10 +43,10 @@ def pairs(tmp_path_factory) -> Path:
                             verbose=False)
 
 
-def _finetune(pairs: Path, weights: Path, out: Path, *overrides: str):
+def _finetune(pairs: Path, weights: Path, out: Path, *overrides: str, val_masks: Path | None = None):
     return compose_train(["experiment=finetune", "model=u2netp", f"model.init_weights={weights}",
                           f"data.images={pairs}/train/im", f"data.masks={pairs}/train/gt",
-                          f"data.val_images={pairs}/val/im", f"data.val_masks={pairs}/val/gt",
+                          f"data.val_images={pairs}/val/im", f"data.val_masks={val_masks or pairs / 'val/gt'}",
                           "data.batch_size=4", "data.num_workers=0", "data.check=header",
                           "aug.size=64", "trainer=cpu", "logger=none", "trainer.max_epochs=1",
                           "trainer.enable_progress_bar=false", "model.freeze_encoder_epochs=0",
@@ -52,13 +55,22 @@ def _finetune(pairs: Path, weights: Path, out: Path, *overrides: str):
 
 def test_finetune_reports_the_start_when_training_makes_it_worse(pairs, tmp_path):
     weights = save_folded(tmp_path / "folded.safetensors")
-    cfg = _finetune(pairs, weights, tmp_path / "run", "+callbacks.sabotage._target_=test_finetune_recipe.Sabotage")
+    # validation masks = the starting weights' own binarised maps: the start scores maxF ~1,
+    # the zeroed network (a constant map) far less, whatever the random weights
+    predictor = Predictor(str(weights), model="u2netp", device="cpu", input_size=64)
+    masks = tmp_path / "val_masks"
+    masks.mkdir()
+    for image in sorted((pairs / "val" / "im").iterdir()):
+        mask = (predictor.predict(str(image)) > 127).astype(np.uint8) * 255
+        Image.fromarray(mask).save(masks / f"{image.stem}.png")
+    cfg = _finetune(pairs, weights, tmp_path / "run", "+callbacks.sabotage._target_=test_finetune_recipe.Sabotage",
+                    val_masks=masks)
     best = train(cfg)
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     start = tmp_path / "run" / "checkpoints" / "start.ckpt"
     assert summary["start_checkpoint"] == str(start) and start.is_file()
     assert summary["reported_checkpoint"] == str(start) == summary["best_checkpoint"]
-    assert summary["start_val_maxF"] > summary["trained_best_val_maxF"]
+    assert summary["start_val_maxF"] > 0.9 > summary["trained_best_val_maxF"]
     assert best == summary["best_val_maxF"] == summary["start_val_maxF"]
     assert "start.ckpt" in summary["selection"]["rule"]
     assert summary["metrics"]["start/val/maxF"] == pytest.approx(summary["start_val_maxF"])

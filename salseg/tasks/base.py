@@ -167,11 +167,27 @@ class SegmentationTask(L.LightningModule):
             self._log_grid("train/images", batch, outputs)
         return loss
 
+    def _encoder_frozen(self) -> bool:
+        return self.current_epoch < self.hparams.freeze_encoder_epochs
+
+    def _encoder_parameters(self) -> list[nn.Parameter]:
+        return [p for k, p in self.model.named_parameters() if k.startswith(self.card.encoder_prefixes)]
+
     def on_train_epoch_start(self) -> None:
-        frozen = self.current_epoch < self.hparams.freeze_encoder_epochs
-        for key, param in self.model.named_parameters():
-            if key.startswith(self.card.encoder_prefixes):
-                param.requires_grad_(not frozen)
+        # ``freeze_encoder_epochs``: the encoder's parameters do not change in the first epochs.
+        # One process: they stop requiring gradients (autograd skips the encoder's backward).
+        # Several (DDP): the reducer expects a gradient for every parameter that required one
+        # when it was built, so they keep requiring gradients, which are dropped before the
+        # optimizer step (:meth:`on_before_optimizer_step`).
+        distributed = self._trainer is not None and self.trainer.world_size > 1
+        frozen = self._encoder_frozen()
+        for param in self._encoder_parameters():
+            param.requires_grad_(distributed or not frozen)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self._encoder_frozen():
+            for param in self._encoder_parameters():
+                param.grad = None  # Adam skips parameters without a gradient
 
     # ------------------------------------------------------------- validation
     def _val_prefixes(self) -> list[str]:
