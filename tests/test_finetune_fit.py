@@ -185,14 +185,13 @@ def test_isnet_phase2_gt_encoder_mode_through_fit(data_root, tmp_path, bn_mode):
     enc_path = save_state_dict(encoder, tmp_path / "enc.pth")
     start = batchnorm_buffers(encoder)
     ckpt = _fit(data_root, tmp_path / "run", f"model.gt_encoder_ckpt={enc_path}",
-                f"model.gt_encoder_bn={bn_mode}", f"+callbacks.probe.compare={bn_mode == 'eval'}",
+                f"model.gt_encoder_bn={bn_mode}", "+callbacks.probe.compare=false",
                 PROBE, model="isnet", epochs=2, steps=1, batch_size=2)
     state = _state(ckpt)
     if bn_mode == "eval":
+        # (the IS-Net itself has live BatchNorm here: only the GT encoder's statistics are fixed)
         for key, value in start.items():
             assert torch.equal(state[f"gt_encoder.{key}"], value), key
-        assert all(eval_loss == pytest.approx(train_loss, rel=1e-5)
-                   for _, eval_loss, train_loss in LossProbe.instances[-1].steps)
     else:
         counters = [v for k, v in state.items()
                     if k.startswith("gt_encoder.") and k.endswith("num_batches_tracked")]
