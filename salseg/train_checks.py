@@ -3,7 +3,7 @@
 * ``check_config(cfg)``: values that would otherwise fail deep inside Lightning or torch with a
   message that does not name the key (``data.batch_size=0``, ``model.optimizer.lr=-1``,
   ``trainer.max_steps=abc``, ``model.loss_form=official`` under mixed precision, a missing or
-  incomplete ``ckpt_path``) raise :class:`ConfigError` naming the key and what to do.
+  incomplete ``ckpt_path``, ``experiment=finetune`` without ``model.init_weights``) raise :class:`ConfigError` naming the key and what to do.
 * ``check_run_dir(out, cfg)``: a run directory that already holds another run's outputs is
   refused unless the run resumes from a checkpoint inside it or ``overwrite=true`` (then the
   previous run's outputs are removed first).  A run that failed before completing anything and
@@ -72,6 +72,12 @@ def check_config(cfg: DictConfig) -> None:
             f"model.loss_form=official with trainer.precision={precision}: the official loss "
             "(nn.BCELoss on sigmoid outputs) runs in fp32 only; use trainer.precision=32-true "
             "or model.loss_form=logits")
+    if cfg.get("require_init_weights") and not _get(cfg, "model.init_weights"):
+        raise ConfigError(
+            "experiment=finetune needs model.init_weights: the weights to fine-tune (an official "
+            ".pth, a project .ckpt, .safetensors, an .onnx file or a model-zoo name such as "
+            "model.init_weights=u2netp; `salseg-models list`); model.init_weights=random "
+            "fine-tunes from random weights on purpose")
     ckpt = cfg.get("ckpt_path")
     if ckpt and str(ckpt) not in ("last", "best", "hpc", "registry"):  # Lightning's own names
         check_checkpoint_file(ckpt)

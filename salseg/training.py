@@ -15,6 +15,10 @@
   ``<run>/test/``.
 * ``train_summary.json`` says what was selected on what, which checkpoint a reproduction reports,
   the test scores, and is written even when a stage fails (``status``, ``completed``, ``error``).
+* With the :class:`salseg.callbacks.StartingPoint` callback (``experiment=finetune``) the
+  starting weights, scored before the first step, are a candidate too: the reported checkpoint
+  is ``start.ckpt`` unless a trained checkpoint scores at least as well, and the summary records
+  ``start_val_maxF`` beside ``best_val_maxF``.
 Only rank 0 writes summaries; Lightning's loggers and checkpoints are rank-0-only already.
 """
 from __future__ import annotations
@@ -228,7 +232,40 @@ class RunRecord:
     def checkpoint_callback(self) -> ModelCheckpoint | None:
         return self.trainer.checkpoint_callback if self.trainer is not None else None
 
+    def starting_point(self) -> tuple[float | None, str | None]:
+        """The starting weights' score and checkpoint (``StartingPoint`` callback), if any."""
+        from salseg.callbacks import StartingPoint
+        from salseg.callbacks.starting_point import START_FILE
+
+        cb = next((c for c in (self.trainer.callbacks if self.trainer else [])
+                   if isinstance(c, StartingPoint)), None)
+        if cb is None:
+            return None, None
+        score, path = cb.score, cb.path
+        if score is None and self.trainer is not None:  # ddp_spawn: the state stays in the workers
+            value = self.trainer.callback_metrics.get(cb.log_key)
+            score = float(value) if value is not None else None
+            ckpt_cb = self.checkpoint_callback()
+            candidate = Path(ckpt_cb.dirpath or ".") / START_FILE if ckpt_cb is not None else None
+            path = str(candidate) if candidate is not None and candidate.is_file() else None
+        return (score, path) if score is not None and path else (None, None)
+
+    def start_wins(self) -> bool:
+        """Whether no trained checkpoint scores at least as well as the starting weights."""
+        from salseg.callbacks import StartingPoint
+
+        score, _ = self.starting_point()
+        if score is None:
+            return False
+        cb = next(c for c in self.trainer.callbacks if isinstance(c, StartingPoint))
+        return cb.better(self.trained_best())
+
     def best(self) -> float | None:
+        if self.start_wins():
+            return self.starting_point()[0]
+        return self.trained_best()
+
+    def trained_best(self) -> float | None:
         ckpt_cb = self.checkpoint_callback()
         if ckpt_cb is None or not ckpt_cb.monitor:
             return None
@@ -239,6 +276,8 @@ class RunRecord:
         return None
 
     def best_checkpoint(self) -> str | None:
+        if self.start_wins():
+            return self.starting_point()[1]
         ckpt_cb = self.checkpoint_callback()
         if ckpt_cb is None or not ckpt_cb.monitor:
             return None
@@ -266,10 +305,13 @@ class RunRecord:
         else:
             data = []
         monitored = [name for name, _ in getattr(dm, "monitor_sets", None) or []]
+        rule = ("best by the selection metric" if self.best_checkpoint()
+                else "final weights (last.ckpt), no selection")
+        if self.starting_point()[0] is not None:
+            rule += ", the starting weights (start.ckpt) included as a candidate"
         return {"monitors": monitors if data else [], "data": data,
                 "test_monitor": monitored, "reported_checkpoint": self.reported_checkpoint(),
-                "rule": ("best by the selection metric" if self.best_checkpoint()
-                         else "final weights (last.ckpt), no selection")}
+                "rule": rule}
 
 
 def checkpoint_score(path: str) -> float | None:
@@ -295,6 +337,7 @@ def last_checkpoint(ckpt_cb: ModelCheckpoint | None) -> str | None:
 @rank_zero_only
 def write_summary(out: Path, record: RunRecord) -> None:
     trainer, cfg = record.trainer, record.cfg
+    start = record.starting_point()
     summary: dict[str, Any] = {
         "model": str(cfg.model.name),
         "status": record.status,
@@ -304,6 +347,8 @@ def write_summary(out: Path, record: RunRecord) -> None:
         "reported_checkpoint": record.reported_checkpoint(),
         "best_val_maxF": record.best(),
         "best_checkpoint": record.best_checkpoint(),
+        **({"start_val_maxF": start[0], "start_checkpoint": start[1],
+            "trained_best_val_maxF": record.trained_best()} if start[0] is not None else {}),
         "last_checkpoint": last_checkpoint(record.checkpoint_callback()),
         "global_step": trainer.global_step if trainer is not None else 0,
         "epochs": trainer.current_epoch if trainer is not None else 0,

@@ -112,10 +112,14 @@ def test_isnet_task_phase2_step_matches_official(tmp_path):
     loss, terms = task.compute_loss(batch, task(batch["image"]))
     assert abs(float(loss) - float(fx["train_loss_kl_MSE_loss"])) < 1e-3
     assert abs(float(terms["bce_side1"]) - float(fx["train_loss_kl_MSE_loss0"])) < 1e-3
-    # eval-mode BatchNorm option: the encoder stays in eval() through task.train()
+    # eval-mode BatchNorm option: the encoder's BatchNorms are frozen, whatever the mode
+    # (through Trainer.fit: tests/test_finetune_fit.py)
+    from salseg.models.batchnorm import FrozenBatchNorm2d
+
     cfg2 = compose_train(["model=isnet", f"model.gt_encoder_ckpt={enc_path}", "model.gt_encoder_bn=eval"], tmp_path)
     task2 = instantiate(task_config(cfg2.model)).train()
-    assert not task2.gt_encoder.training and task2.model.training
+    bns = [m for m in task2.gt_encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm | FrozenBatchNorm2d)]
+    assert bns and all(isinstance(m, FrozenBatchNorm2d) for m in bns) and task2.model.training
 
 
 def test_isnet_without_gt_encoder_is_a_clear_error(tmp_path):

@@ -8,8 +8,13 @@ from fixtures.predict.helpers import random_model, single_thread  # noqa: F401
 
 from salseg.export.onnx import export_onnx, onnx_to_state_dict
 from salseg.models import create_model
-from salseg.models.batchnorm import freeze_batchnorm, has_folded_batchnorm
-from salseg.models.weights import save_state_dict
+from salseg.models.batchnorm import (
+    FrozenBatchNorm2d,
+    fold_batchnorm,
+    freeze_batchnorm,
+    has_folded_batchnorm,
+)
+from salseg.models.weights import read_state_dict, save_state_dict
 from salseg.tasks import U2NetTask
 
 
@@ -39,7 +44,6 @@ def _loss(task, batch):
 
 def test_folded_batchnorm_is_detected(weights):
     original, folded = weights
-    from salseg.models.weights import read_state_dict
 
     assert has_folded_batchnorm(read_state_dict(folded))
     assert not has_folded_batchnorm(read_state_dict(original))
@@ -54,15 +58,15 @@ def test_finetuning_from_imported_weights_matches_the_original(weights):
     assert not U2NetTask(name="u2netp", init_weights=str(original)).freeze_bn  # auto: real stats
     imported.train()
     reference.train()
-    bns = [m for m in imported.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    assert bns and not any(m.training for m in bns)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in imported.model.modules())
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in imported.model.modules())
     with torch.no_grad():
         start, ref = _loss(imported, batch), _loss(reference, batch)
     assert start.item() == pytest.approx(ref.item(), rel=1e-4)
     # the observed defect: the same imported weights with BatchNorm in train mode compute a
     # different function (batch statistics instead of the folded ones)
-    broken = U2NetTask(name="u2netp", init_weights=str(folded))
-    broken.freeze_bn = False
+    broken = U2NetTask(name="u2netp")
+    broken.model.load_state_dict(read_state_dict(folded))
     broken.train()
     with torch.no_grad():
         frozen_logits, train_logits = imported(batch["image"])[0], broken(batch["image"])[0]
@@ -92,7 +96,27 @@ def test_freeze_bn_false_refuses_folded_weights(weights):
 
 
 def test_freeze_batchnorm_helper():
-    net = create_model("u2netp").train()
+    """Frozen BatchNorms keep the statistics and the function of eval mode in any mode, keep
+    the state-dict keys, survive SyncBatchNorm conversion and still fold for inference."""
+    net = random_model("u2netp", seed=5)
+    keys = list(net.state_dict())
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        expected = net.eval()(x)[0]
     n = freeze_batchnorm(net)
-    assert n > 0 and all(not m.training for m in net.modules()
-                         if isinstance(m, torch.nn.BatchNorm2d))
+    assert n > 0 and freeze_batchnorm(net) == n  # idempotent
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    assert list(net.state_dict()) == keys
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    net = torch.nn.SyncBatchNorm.convert_sync_batchnorm(net).train()
+    with torch.no_grad():
+        assert torch.allclose(net(x)[0], expected, rtol=0, atol=1e-6)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    assert all(p.requires_grad for p in net.parameters())  # affine parameters still train
+    with torch.no_grad():
+        folded = fold_batchnorm(net)(x)[0]
+    assert torch.allclose(folded, expected, atol=1e-4)
+    fresh = create_model("u2netp")
+    freeze_batchnorm(fresh)
+    fresh.load_state_dict(before)  # a frozen network loads ordinary checkpoints
+    assert all(torch.equal(v, before[k]) for k, v in fresh.state_dict().items())

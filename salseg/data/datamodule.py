@@ -70,6 +70,23 @@ def _specs(x: Any) -> list[dict]:
     return [dict(s) for s in x]
 
 
+AUTO_WORKERS_MAX = 4
+
+
+def resolve_num_workers(value: int | str) -> int:
+    """``data.num_workers``: an integer, or ``auto`` = min(4, the CPUs this process may use), the
+    most DataLoader workers that do not oversubscribe the machine (DataLoader warns above it)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return max(1, workers_for_machine(AUTO_WORKERS_MAX))
+    try:
+        workers = int(value)
+    except (TypeError, ValueError):
+        workers = -1
+    if workers < 0 or isinstance(value, bool):
+        raise ValueError(f"data.num_workers must be a non-negative integer or auto, got {value!r}")
+    return workers
+
+
 def subsample(pairs: list[Pair], fraction: float, seed: int, name: str) -> list[Pair]:
     """A seeded random ``fraction`` of ``pairs`` (source spec key ``fraction``), order kept."""
     if not 0.0 < fraction <= 1.0:
@@ -101,7 +118,7 @@ class SegDataModule(L.LightningDataModule):
         default_aug: str = "u2net_paper",
         batch_size: int = 12,
         val_batch_size: int | None = None,
-        num_workers: int = 0,
+        num_workers: int | str = 0,
         persistent_workers: bool = False,
         pin_memory: bool = False,
         drop_last: bool = True,
@@ -158,7 +175,7 @@ class SegDataModule(L.LightningDataModule):
         self.recipe = build_recipe(_plain(aug), default=default_aug)
         self.batch_size = int(batch_size)
         self.val_batch_size = int(val_batch_size or batch_size)
-        self.num_workers = int(num_workers)
+        self.num_workers = resolve_num_workers(num_workers)
         self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
         self.pin_memory = bool(pin_memory)
         self.drop_last = bool(drop_last)

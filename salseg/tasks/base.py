@@ -16,8 +16,11 @@ card's ``restore`` mode, min-max normalisation) and quantised to 8 bits, so ``va
 Validation loaders are logged under the datamodule's ``val_loader_prefixes``: ``val/...`` for
 the selection data, ``test_monitor/<set>/...`` for test sets watched for information only.
 
-``freeze_bn`` keeps every BatchNorm of the network in eval mode during training (running
-statistics used, not updated; affine parameters still train).  ``"auto"`` (default) does so when
+``freeze_bn`` freezes every BatchNorm of the network for training (running statistics used,
+not updated; affine parameters still train): the BatchNorms are replaced by
+:class:`salseg.models.batchnorm.FrozenBatchNorm2d`, because Lightning does not call ``train()``
+at fit start and restores each submodule's mode after validation, so a mode set in a
+``train()`` override does not hold inside ``Trainer.fit``.  ``"auto"`` (default) does so when
 the initial weights have folded (identity) BatchNorm statistics, as imported from ONNX graphs
 such as rembg's files or model-zoo ONNX sources, where train-mode BatchNorm would destroy the
 pretrained function; ``true`` always (small-batch fine-tuning); ``false`` never, and refuses
@@ -54,6 +57,9 @@ log = logging.getLogger(__name__)
 
 # ``model.compile``: false, true (torch.compile's default mode) or one of torch.compile's modes;
 # ``reduce-overhead`` replays the forward and backward graphs as CUDA graphs (static shapes)
+# ``model.init_weights=random``: start from random weights on purpose (a recipe that requires
+# initial weights, ``experiment=finetune``, accepts it)
+RANDOM_INIT = "random"
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
@@ -99,9 +105,13 @@ class SegmentationTask(L.LightningModule):
         self.name = self.card.name
         self.spec = self.card.preprocessing
         self.model = self.card.build(**(net_kwargs or {}))
+        if init_weights == RANDOM_INIT:  # explicit: no pretrained weights (experiment=finetune)
+            init_weights = None
         if init_weights:
             load_weights(self.model, init_weights, name=self.name)
         self.freeze_bn = self._decide_freeze_bn(freeze_bn, init_weights)
+        if self.freeze_bn:
+            freeze_batchnorm(self.model)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.channels_last = channels_last
@@ -128,16 +138,9 @@ class SegmentationTask(L.LightningModule):
                 "on batch statistics would destroy the pretrained function. Use "
                 "model.freeze_bn=auto (or true), or initialise from the original .pth")
         if mode == "auto" and folded:
-            log.info("%s: folded BatchNorm statistics detected; BatchNorm stays in eval mode "
+            log.info("%s: folded BatchNorm statistics detected; BatchNorm statistics stay frozen "
                      "during training (model.freeze_bn=auto)", init_weights)
         return mode == "true" or folded
-
-    def train(self, mode: bool = True) -> SegmentationTask:
-        """``nn.Module.train`` that keeps BatchNorm frozen when ``freeze_bn`` is on."""
-        super().train(mode)
-        if mode and getattr(self, "freeze_bn", False):
-            freeze_batchnorm(self.model)
-        return self
 
     def forward(self, x: torch.Tensor) -> Any:
         if self.channels_last:
@@ -164,11 +167,27 @@ class SegmentationTask(L.LightningModule):
             self._log_grid("train/images", batch, outputs)
         return loss
 
+    def _encoder_frozen(self) -> bool:
+        return self.current_epoch < self.hparams.freeze_encoder_epochs
+
+    def _encoder_parameters(self) -> list[nn.Parameter]:
+        return [p for k, p in self.model.named_parameters() if k.startswith(self.card.encoder_prefixes)]
+
     def on_train_epoch_start(self) -> None:
-        frozen = self.current_epoch < self.hparams.freeze_encoder_epochs
-        for key, param in self.model.named_parameters():
-            if key.startswith(self.card.encoder_prefixes):
-                param.requires_grad_(not frozen)
+        # ``freeze_encoder_epochs``: the encoder's parameters do not change in the first epochs.
+        # One process: they stop requiring gradients (autograd skips the encoder's backward).
+        # Several (DDP): the reducer expects a gradient for every parameter that required one
+        # when it was built, so they keep requiring gradients, which are dropped before the
+        # optimizer step (:meth:`on_before_optimizer_step`).
+        distributed = self._trainer is not None and self.trainer.world_size > 1
+        frozen = self._encoder_frozen()
+        for param in self._encoder_parameters():
+            param.requires_grad_(distributed or not frozen)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self._encoder_frozen():
+            for param in self._encoder_parameters():
+                param.grad = None  # Adam skips parameters without a gradient
 
     # ------------------------------------------------------------- validation
     def _val_prefixes(self) -> list[str]:

@@ -8,8 +8,10 @@
   features and the frozen GT encoder's 6 features (all weights 1).  The GT encoder's parameters
   are frozen; the official code leaves the encoder in ``train()`` mode, so its BatchNorm layers
   use batch statistics and keep updating their running statistics — reproduced by
-  ``gt_encoder_bn="train"`` (default); ``"eval"`` uses the running statistics instead (fixed
-  targets).  ``feature_sync=False`` is the released script's default (``interm_sup=False``):
+  ``gt_encoder_bn="train"`` (default, re-asserted at every training step); ``"eval"`` uses the
+  running statistics instead (fixed targets): the encoder's BatchNorms are then frozen
+  structurally (:func:`salseg.models.batchnorm.freeze_batchnorm`), so no mode switch of
+  Lightning's (validation, sanity check, resume) can put them back on batch statistics.  ``feature_sync=False`` is the released script's default (``interm_sup=False``):
   BCE only, no GT encoder.
 
 Both tasks take ``loss_form`` (``logits`` default, ``official`` = ``nn.BCELoss`` on sigmoid
@@ -24,6 +26,7 @@ import torch
 
 from salseg.callbacks import ThresholdStopping
 from salseg.losses import DeepSupervisionBCE, FeatureSyncLoss
+from salseg.models.batchnorm import freeze_batchnorm
 from salseg.models.card import get_card
 from salseg.models.weights import load_weights
 from salseg.tasks.base import SegmentationTask, frozen
@@ -82,12 +85,15 @@ class ISNetTask(SegmentationTask):
             encoder = get_card(self.card.gt_encoder)
             self.gt_encoder = frozen(encoder.build())
             load_weights(self.gt_encoder, gt_encoder_ckpt, name=encoder.name)
+            if gt_encoder_bn == "eval":
+                freeze_batchnorm(self.gt_encoder)
+                self.gt_encoder.eval()
 
-    def train(self, mode: bool = True) -> ISNetTask:
-        super().train(mode)
-        if self.gt_encoder is not None and self.hparams.gt_encoder_bn == "eval":
-            self.gt_encoder.eval()
-        return self
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # official: the frozen encoder runs in train() mode (batch statistics); Lightning does not
+        # call train() when fitting starts, so the mode is set here, where it cannot be missed
+        if self.gt_encoder is not None and self.hparams.gt_encoder_bn == "train":
+            self.gt_encoder.train()
 
     def compute_loss(self, batch: dict, outputs: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         target = batch["mask"]
