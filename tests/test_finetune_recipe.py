@@ -53,6 +53,7 @@ def _finetune(pairs: Path, weights: Path, out: Path, *overrides: str, val_masks:
                           *overrides], out)
 
 
+@pytest.mark.slow  # 67 s; its deterministic set-up still fails once on a loaded machine: under review
 def test_finetune_reports_the_start_when_training_makes_it_worse(pairs, tmp_path):
     weights = save_folded(tmp_path / "folded.safetensors")
     # validation masks = the starting weights' own binarised maps: the start scores maxF ~1,
