@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -171,6 +170,6 @@ def test_reproduce_checks_the_data_before_downloading(server, tmp_path):
     assert proc.stderr.startswith("salseg-eval: error: ")
     assert "6 of 6 test sets not found" in proc.stderr
     for name in SOD_SETS:
-        assert re.search(rf"^\s+- {re.escape(name)}: ", proc.stderr, re.M), name
+        assert f"- {name}: " in proc.stderr, name  # one error line names every set
     assert server.hits == []
     assert not (tmp_path / "home" / "zoo" / "downloads").exists()

@@ -119,8 +119,11 @@ def run_hydra(prog: str, hydra_main: Callable[[], Any]) -> None:
             found = user_error(err)
         else:
             found = user_error(err, hydra_error_types())
-        if found is None or debug_enabled():
+        if found is None:
             raise
+        if debug_enabled():  # the traceback a console script would print, exit code 1
+            traceback.print_exception(type(err), err, err.__traceback__, file=sys.stderr)
+            sys.exit(1)
         sys.exit(report(prog, found, exc=err))
     finally:
         if previous is None:
