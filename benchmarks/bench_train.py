@@ -364,8 +364,10 @@ def run_salseg(conn, cfg: dict, device: torch.device) -> dict:
         if not enc.exists():
             torch.manual_seed(1)
             torch.save(create_model("isnet_gt_encoder").state_dict(), enc)
-        task: L.LightningModule = ISNetTask(name="isnet", gt_encoder_ckpt=str(enc),
-                                            log_images_every_n_steps=0, **common)
+        task: L.LightningModule = ISNetTask(
+            name="isnet", gt_encoder_ckpt=str(enc), log_images_every_n_steps=0,
+            fused_loss=cfg.get("fused_loss", False), sync_dtype=cfg.get("sync_dtype", "float32"),
+            **common)
         dm.setup("fit")
         warm = dm.make_dataset(dm.train_pairs, train=True)
         # fill the resize cache before timing (the official cache is built too); cache files
@@ -558,21 +560,37 @@ ROWS: dict[str, dict] = {
                     "precision": "bf16-mixed", "compile": "reduce-overhead"},
     "bf16-ckpt": {"pipeline": "salseg", "label": "salseg bf16 act. ckpt",
                   "precision": "bf16-mixed", "activation_checkpointing": True},
+    # IS-Net levers (issue 24): the 6 side BCEs in one call, feature-sync distances in bf16,
+    # and both with torch.compile (BatchNorm + ReLU fused into the convolutions' epilogues by
+    # Inductor) or with CUDA graphs
+    "bf16-fusedloss": {"pipeline": "salseg", "label": "salseg bf16 fused loss",
+                       "precision": "bf16-mixed", "fused_loss": True},
+    "bf16-syncbf16": {"pipeline": "salseg", "label": "salseg bf16 sync bf16",
+                      "precision": "bf16-mixed", "sync_dtype": "bfloat16"},
+    "bf16-compile-levers": {"pipeline": "salseg", "label": "salseg bf16 compile+loss",
+                            "precision": "bf16-mixed", "compile": True, "fused_loss": True,
+                            "sync_dtype": "bfloat16"},
+    "bf16-graphs-levers": {"pipeline": "salseg", "label": "salseg bf16 graphs+loss",
+                           "precision": "bf16-mixed", "compile": "reduce-overhead",
+                           "fused_loss": True, "sync_dtype": "bfloat16"},
     "cl": {"pipeline": "salseg", "label": "salseg channels_last", "channels_last": True},
     "compile": {"pipeline": "salseg", "label": "salseg compile", "compile": True},
 }
 GPU_ROWS = ("official", "fp32", "bf16", "16", "bf16-cl", "bf16-gpuaug", "bf16-cl-gpuaug", "bf16-compile",
             "bf16-graphs")
+ISNET_GPU_ROWS = ("bf16-ckpt", "bf16-fusedloss", "bf16-syncbf16", "bf16-compile-levers",
+                  "bf16-graphs-levers")
 
 
 def rows_for(model: str, device: str, cpu_variants: bool = False,
              keys: list[str] | None = None) -> list[dict]:
     """The rows of one model: ``keys`` if given, else official + salseg fp32, and on CUDA the GPU
-    variants (IS-Net also with activation checkpointing, the memory option of DIS#65)."""
+    variants (IS-Net also with activation checkpointing, the memory option of DIS#65, and the
+    loss levers)."""
     if keys is None:
         keys = ["official", "fp32"]
         if device == "cuda":
-            keys = list(GPU_ROWS) + (["bf16-ckpt"] if LOOP[model] == "dis" else [])
+            keys = list(GPU_ROWS) + (list(ISNET_GPU_ROWS) if LOOP[model] == "dis" else [])
         elif cpu_variants:
             keys += ["cl", "compile"]
     unknown = [k for k in keys if k not in ROWS]
@@ -597,6 +615,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="steps per timed window (default by device)")
     parser.add_argument("--repeats", type=int,
                         help="paired windows per row (default by device; >= 6 for an interval)")
+    parser.add_argument("--size", type=int, help="input size (tests: tiny; default by plan)")
+    parser.add_argument("--batch", type=int, help="batch size (default by plan)")
     parser.add_argument("--min-cpu-share", type=float, default=MIN_CPU_SHARE,
                         help="a row whose process got less than this share of the CPU its "
                              f"threads asked for marks its ratio unstable (default {MIN_CPU_SHARE})")
@@ -620,8 +640,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="salseg-bench-train-") as tmp:
         for model in args.models.split(","):
             p = plan(model, args.quick, device)
-            p.update({k: v for k, v in (("steps", args.steps), ("repeats", args.repeats))
-                      if v is not None})
+            p.update({k: v for k, v in (("steps", args.steps), ("repeats", args.repeats),
+                                        ("batch", args.batch)) if v is not None})
+            if args.size:
+                p["size"], p["crop"] = args.size, (args.size * 7 // 8 if p["crop"] else None)
             variants = rows_for(model, device, args.cpu_variants,
                                 args.rows.split(",") if args.rows else None)
             # enough images that the reference does not start a new epoch within a row pair
