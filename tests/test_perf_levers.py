@@ -82,7 +82,7 @@ def test_bench_train_runs_the_lever_rows_in_paired_windows(tmp_path):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_train.py"), "--device", "cpu",
          "--models", "isnet", "--rows", "official,bf16-fusedloss,bf16-syncbf16", "--size", "64",
-         "--batch", "1", "--steps", "1", "--repeats", "2", "--row-timeout", "300",
+         "--batch", "2", "--steps", "1", "--repeats", "2", "--row-timeout", "300",
          "--jsonl", str(jsonl)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=900, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:]
