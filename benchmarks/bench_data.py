@@ -14,16 +14,20 @@ DataLoader worker) for:
 * ``naive 1024``: the official DIS per-image steps (``io.imread``, float32 tensor,
   ``F.interpolate`` bilinear, uint8 truncation, ``/255``, flip, normalisation).
 
-Rates are per worker (one process, one thread), measured by process CPU time so that other
-load on the machine does not distort them (wall-clock rates are printed beside).  Prints a
-table and ``RATIO data_vs_naive_320``, ``RATIO data_vs_naive_1024``,
-``RATIO data_cached_vs_naive_1024`` lines.  ``--quick`` uses fewer images (< 60 s).
+Rates are per worker (one process, one thread).  The contenders of a ratio run in turns, in
+windows of a few images, the order alternating (``timing.interleave``); a ratio is the median
+of the paired per-window ratios with a 95 % bootstrap interval, marked ``unstable`` when wide
+or when the process got less than half of its one thread (``timing.paired_ratio``); the CPU
+time rates are printed beside.  Prints a table and ``RATIO data_vs_naive_320``,
+``RATIO data_vs_naive_1024``, ``RATIO data_cached_vs_naive_1024`` lines (with interval and
+mark).  ``--quick`` uses fewer images (< 60 s).
 """
 from __future__ import annotations
 
 import argparse
 import random
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +42,9 @@ from salseg.data.datasets import SegDataset
 from salseg.data.sources import pair_folders
 from salseg.data.synthetic import make_spec, render_pair
 from salseg.data.transforms import build_recipe
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import Window, interleave, load_average, local, paired_ratio  # noqa: E402
 
 
 def make_set(folder: Path, n: int, size: tuple[int, int]) -> list:
@@ -94,21 +101,29 @@ def naive_isnet(pair, rng):
     return x, y
 
 
-def rate(fn, n: int, repeats: int = 1) -> tuple[float, float]:
-    """Best images/s over ``repeats`` by process CPU time and by wall-clock time.
+def stepper(fn):
+    """One image per call, cycling through the set (``fn(i)``)."""
+    state = {"i": 0}
 
-    One worker is single-threaded here, so CPU time is its cost even when other processes
-    share the machine (wall time is printed too).
-    """
-    fn(0)  # warm-up (imports, first allocation)
-    best_cpu = best_wall = 0.0
-    for _ in range(repeats):
-        c0, t0 = time.process_time(), time.perf_counter()
-        for i in range(n):
-            fn(i)
-        best_cpu = max(best_cpu, n / max(time.process_time() - c0, 1e-9))
-        best_wall = max(best_wall, n / (time.perf_counter() - t0))
-    return best_cpu, best_wall
+    def step() -> float:
+        fn(state["i"])
+        state["i"] += 1
+        return 1.0
+
+    return step
+
+
+def pair(ours, naive, n: int, windows: int = 6) -> tuple[list[Window], list[Window]]:
+    """Windows of ``n // windows`` images of both contenders, in turns, after one warm-up."""
+    out = interleave({"ours": local(stepper(ours), 1), "naive": local(stepper(naive), 1)},
+                     windows=windows, steps=max(1, n // windows), warmup=1)
+    return out["ours"], out["naive"]
+
+
+def rates(ws: list[Window]) -> tuple[float, float]:
+    """images/s by CPU time and by wall time over all windows."""
+    work = sum(w.work for w in ws)
+    return work / max(sum(w.cpu for w in ws), 1e-9), work / sum(w.wall for w in ws)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,41 +132,46 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # one DataLoader worker uses one thread
     cv2.setNumThreads(1)
-    n320, n1024 = (40, 6) if args.quick else (200, 24)
+    n320, n1024 = (36, 6) if args.quick else (200, 24)
     tmp = Path(tempfile.mkdtemp(prefix="salseg-bench-data-"))
-    rows = []
+    rows, ratios = [], {}
     try:
         t0 = time.perf_counter()
         small = make_set(tmp / "duts_like", n320, (300, 400))
         big = make_set(tmp / "dis_like", n1024, (1500, 2000))
         print(f"generated {n320} 400x300 and {n1024} 2000x1500 pairs in "
-              f"{time.perf_counter() - t0:.1f}s")
+              f"{time.perf_counter() - t0:.1f}s; load average {load_average():.2f}")
         rng = np.random.RandomState(0)
 
         ds320 = SegDataset(small, build_recipe("u2net_paper"), train=True, seed=0)
-        r_ours320 = rate(lambda i: ds320[i % len(small)], n320, 2)
-        r_naive320 = rate(lambda i: naive_u2net(small[i % len(small)], rng), n320, 2)
-        rows += [("salseg u2net_paper 320", r_ours320), ("naive official-style 320", r_naive320)]
+        ours, naive = pair(lambda i: ds320[i % len(small)],
+                           lambda i: naive_u2net(small[i % len(small)], rng), n320)
+        ratios["data_vs_naive_320"] = paired_ratio(ours, naive)
+        rows += [("salseg u2net_paper 320", rates(ours)), ("naive official-style 320", rates(naive))]
 
         ds1024 = SegDataset(big, build_recipe("isnet_paper"), train=True, seed=0)
-        r_ours1024 = rate(lambda i: ds1024[i % len(big)], n1024, 2)
         cache = ResizeCache(tmp / "cache", truncate=True)
         dsc = SegDataset(big, build_recipe("isnet_paper"), train=True, seed=0, cache=cache)
         for i in range(len(big)):  # fill the cache (the first epoch)
             dsc[i]
-        r_cached = rate(lambda i: dsc[i % len(big)], n1024, 2)
-        r_naive1024 = rate(lambda i: naive_isnet(big[i % len(big)], rng), n1024, 2)
-        rows += [("salseg isnet_paper 1024", r_ours1024), ("salseg isnet_paper 1024 cached", r_cached),
-                 ("naive official-style 1024", r_naive1024)]
+        ours, naive = pair(lambda i: ds1024[i % len(big)],
+                           lambda i: naive_isnet(big[i % len(big)], rng), n1024)
+        ratios["data_vs_naive_1024"] = paired_ratio(ours, naive)
+        cached, naive2 = pair(lambda i: dsc[i % len(big)],
+                              lambda i: naive_isnet(big[i % len(big)], rng), n1024)
+        ratios["data_cached_vs_naive_1024"] = paired_ratio(cached, naive2)
+        rows += [("salseg isnet_paper 1024", rates(ours)), ("salseg isnet_paper 1024 cached", rates(cached)),
+                 ("naive official-style 1024", rates(naive + naive2))]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\n{'pipeline (1 worker, 1 thread)':34s} {'img/s (CPU)':>12s} {'img/s (wall)':>13s}")
     for name, (rc, rw) in rows:
         print(f"{name:34s} {rc:12.1f} {rw:13.1f}")
     print()
-    print(f"RATIO data_vs_naive_320 {r_ours320[0] / r_naive320[0]:.2f}")
-    print(f"RATIO data_vs_naive_1024 {r_ours1024[0] / r_naive1024[0]:.2f}")
-    print(f"RATIO data_cached_vs_naive_1024 {r_cached[0] / r_naive1024[0]:.2f}")
+    for name, ratio in ratios.items():
+        print(f"({name}: {ratio.describe()})")
+    for name, ratio in ratios.items():
+        print(ratio.line(name))
     return 0
 
 

@@ -4,11 +4,14 @@ on top of OpenCV (``hce_opencv_reference.py``, one process, like DIS's ``compute
 
 Set: maxF curve (F-measure), MAE, weighted F, S-measure, E-measure on 300 pairs at 400x300 and 50
 at 1024x1024 (``--quick``: 60 and 8); HCE on 24 DIS-like pairs at 1024x768 (``--quick``: 6). The
-values of both sides are compared as well (maximum absolute difference printed). Both sides run
-``--repeats`` times, alternating, and each side's best time counts.
+values of both sides are compared as well (maximum absolute difference over the windows printed).
+The sets are cut into windows of a few pairs; the two sides take turns window by window, the
+order alternating, and a ratio is the median of the paired per-window ratios (reference time /
+salseg time) with a 95 % bootstrap interval and a mark (``timing.paired_ratio``).
 
-Prints ``RATIO metrics_vs_pysodmetrics <x>`` (pysodmetrics time / salseg time over the whole set)
-and ``RATIO hce_vs_reference <x>`` (reference time / salseg time).
+Prints ``RATIO metrics_vs_pysodmetrics x low high mark`` (over the windows of both sets) and
+``RATIO hce_vs_reference x low high mark`` (salseg's worker pool, started in every window, vs
+the reference in one process).
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ import torch
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from timing import Window, cpu_seconds, load_average, paired_ratio  # noqa: E402
 
 from salseg.metrics import MAE, EMeasure, FMeasureMeanCurve, MapPair, SMeasure, WeightedFMeasure  # noqa: E402
 from salseg.metrics.hce import binarize_for_hce  # noqa: E402
@@ -108,7 +113,8 @@ def _hce_job(args: tuple[np.ndarray, np.ndarray]) -> int:
     return sum(hce_parts(pred_bin, gt, gt_skeleton(gt)))
 
 
-def bench_hce(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float | None, list, list]:
+def bench_hce(pairs: list[tuple[np.ndarray, np.ndarray]], reference: bool = True
+              ) -> tuple[float, float | None, list, list]:
     jobs = []
     for pred, gt in pairs:
         pair = MapPair(torch.from_numpy(pred), torch.from_numpy(gt))
@@ -118,6 +124,8 @@ def bench_hce(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float 
     with ProcessPoolExecutor(max_workers=workers) as pool:
         ours = list(pool.map(_hce_job, jobs))
     t_ours = time.perf_counter() - start
+    if not reference:
+        return t_ours, None, ours, []
     try:
         from hce_opencv_reference import reference_hce
     except ImportError:  # no OpenCV: no baseline
@@ -127,10 +135,22 @@ def bench_hce(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float 
     return t_ours, time.perf_counter() - start, ours, ref
 
 
+def timed(fn, chunk, threads: int = 1, children: bool = False):
+    """``fn(chunk)`` as one window (its own elapsed time), and what it returned."""
+    c0 = cpu_seconds(children)
+    elapsed, values = fn(chunk)
+    return Window(len(chunk), elapsed, cpu_seconds(children) - c0, threads, load_average()), values
+
+
+def chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="smaller set (under a minute)")
-    parser.add_argument("--repeats", type=int, default=2, help="runs per side; the best counts")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="times every window of the sets is run per side (default 1)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -140,39 +160,77 @@ def main() -> int:
         f"{n_large} x 1024x1024": [saliency_pair(rng, 1024, 1024) for _ in range(n_large)],
     }
     run_salseg(sets[next(iter(sets))][:2])  # warm-up (tables, imports)
-    print(f"{'set':<18} {'pysodmetrics s':>15} {'salseg s':>10} {'ratio':>7} {'max |diff|':>11}")
-    total_ref = total_ours = 0.0
+    print(f"{'set':<18} {'windows':>7} {'pysodmetrics s':>15} {'salseg s':>10} {'max |diff|':>11}")
+    ours_w: list[Window] = []
+    ref_w: list[Window] = []
     for name, pairs in sets.items():
-        # alternate the two sides and keep each one's best time (robust on a busy machine)
-        t_ref = t_ours = float("inf")
-        for _ in range(args.repeats):
-            t, v_ref = run_pysodmetrics(pairs)
-            t_ref = min(t_ref, t)
-            t, v_ours = run_salseg(pairs)
-            t_ours = min(t_ours, t)
-        diff = max(abs(v_ref[k] - v_ours[k]) for k in v_ref)
-        total_ref += t_ref
-        total_ours += t_ours
-        print(f"{name:<18} {t_ref:>15.3f} {t_ours:>10.3f} {t_ref / t_ours:>7.2f} {diff:>11.2e}")
-        print("   values (salseg): " + ", ".join(f"{k} {v:.4f}" for k, v in v_ours.items()))
-    print(f"{'all':<18} {total_ref:>15.3f} {total_ours:>10.3f} {total_ref / total_ours:>7.2f}")
+        size = max(1, len(pairs) // 6) if len(pairs) >= 12 else 2
+        diff, n0 = 0.0, len(ours_w)
+        for k, chunk in enumerate(chunks(pairs, size) * args.repeats):
+            sides = [("ref", run_pysodmetrics), ("ours", run_salseg)]
+            for side, fn in (sides if k % 2 == 0 else sides[::-1]):
+                w, v = timed(fn, chunk)
+                (ref_w if side == "ref" else ours_w).append(w)
+                if side == "ref":
+                    v_ref = v
+                else:
+                    v_ours = v
+            diff = max(diff, max(abs(v_ref[m] - v_ours[m]) for m in v_ref))
+        t_ref = sum(w.wall for w in ref_w[n0:])
+        t_ours = sum(w.wall for w in ours_w[n0:])
+        print(f"{name:<18} {len(ours_w) - n0:>7} {t_ref:>15.3f} {t_ours:>10.3f} {diff:>11.2e}")
+    metrics_ratio = paired_ratio(ours_w, ref_w)
 
     hce_pairs = [dis_like_pair(rng) for _ in range(n_hce)]
-    t_ours, t_ref, ours, ref = bench_hce(hce_pairs)
-    print(f"\nHCE on {n_hce} DIS-like pairs at 1024x768: salseg {t_ours:.2f} s "
+    try:
+        from hce_opencv_reference import reference_hce
+    except ImportError:  # no OpenCV: no baseline
+        reference_hce = None
+
+    def ours_fn(c):
+        t, _, values, _ = bench_hce(c, reference=False)
+        return t, values
+
+    def ref_fn(c):
+        start = time.perf_counter()
+        values = [reference_hce(pred, gt) for pred, gt in c]
+        return time.perf_counter() - start, values
+
+    hce_ours: list[Window] = []
+    hce_ref: list[Window] = []
+    same = total = 0
+    t_ref = None
+    for k, chunk in enumerate(chunks(hce_pairs, 2)):
+        got = {}
+        order = ["ours", "ref"] if k % 2 == 0 else ["ref", "ours"]
+        for side in order:
+            if side == "ours":
+                w, got["ours"] = timed(ours_fn, chunk, threads=os.cpu_count() or 1, children=True)
+                hce_ours.append(w)
+            elif reference_hce is not None:
+                w, got["ref"] = timed(ref_fn, chunk)
+                hce_ref.append(w)
+        if "ref" in got:
+            same += sum(a == b for a, b in zip(got["ours"], got["ref"]))
+            total += len(got["ref"])
+            t_ref = sum(x.wall for x in hce_ref)
+    t_ours = sum(x.wall for x in hce_ours)
+    print(f"\nHCE on {n_hce} DIS-like pairs at 1024x768, windows of 2 pairs: salseg {t_ours:.2f} s "
           f"({os.cpu_count()} worker processes, no OpenCV)", end="")
     if t_ref is None:
         print("; reference skipped (OpenCV not installed)")
     else:
         import cv2
 
-        same = sum(a == b for a, b in zip(ours, ref))
         print(f"; reference (OpenCV {cv2.__version__}, 1 process) {t_ref:.2f} s; equal values on "
-              f"{same}/{len(ref)} pairs (OpenCV >= 4.13 simplifies open curves differently, so "
+              f"{same}/{total} pairs (OpenCV >= 4.13 simplifies open curves differently, so "
               "differences are expected there; salseg reproduces 4.12)")
-    print(f"RATIO metrics_vs_pysodmetrics {total_ref / total_ours:.2f}")
+    print(f"(metrics_vs_pysodmetrics: {metrics_ratio.describe()})")
+    print(metrics_ratio.line("metrics_vs_pysodmetrics"))
     if t_ref is not None:
-        print(f"RATIO hce_vs_reference {t_ref / t_ours:.2f}")
+        hce_ratio = paired_ratio(hce_ours, hce_ref)
+        print(f"(hce_vs_reference: {hce_ratio.describe()})")
+        print(hce_ratio.line("hce_vs_reference"))
     return 0
 
 

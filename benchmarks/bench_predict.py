@@ -11,20 +11,22 @@ depend on them), on the CPU:
   model_path=<that same file>), only_mask=True)``, saved as PNG.
 
 Every row decodes the JPEG files, predicts, resizes the mask to the original size and writes a
-PNG, one image at a time (batch 1, no decoding workers), after one warm-up image.  The rows take
-turns (A B C A B C ...) for several repeats, so a change of load on the machine hits all of them
-alike; each row reports the **median** images/s and the spread ``(max - min) / median`` of its
-repeats, and ratios are ratios of medians.  A CUDA row is added when a GPU is present.
+PNG, one image at a time (batch 1, no decoding workers), after one warm-up image.  The rows
+(in this process) take turns in windows of a few images, the order alternating, so a change of
+load on the machine hits all of them alike; each row reports the **median** images/s of its
+windows, and a ratio is the median of the paired per-window ratios with a 95 % bootstrap
+interval, marked ``unstable`` when wide or when the process got less CPU than its threads asked
+for (``timing.paired_ratio``).  A CUDA row is added when a GPU is present.
 
 ``--quick`` (the default of ``make bench``): fewer images per repeat, and IS-Net at 512x512
 (rembg's IS-Net session is fixed at 1024, so its rembg row is only run without ``--quick``).
-Prints ``RATIO predict_torch_vs_onnxruntime_<model> x`` (torch images/s / onnxruntime
-images/s) and ``RATIO predict_vs_rembg_<model> x`` = best salseg CPU back-end / rembg.
+Prints ``RATIO predict_torch_vs_onnxruntime_<model> x low high mark`` (torch / onnxruntime)
+and ``RATIO predict_vs_rembg_<model> ...`` = best salseg CPU back-end / rembg.
 
 Data-parallel prediction (``salseg-predict --num-processes``): the first model's images are
 predicted by :func:`salseg.predict.parallel.predict_files_parallel` with 1 process (all CPU
-threads) and with ``--processes`` processes (``cpu_count // N`` threads each), the whole call
-timed, process start and model load included, in turns; prints
+threads) and with ``--processes`` processes (``cpu_count // N`` threads each), one whole call per window,
+process start and model load included, in turns; prints
 ``RATIO predict_<N>proc_vs_1proc_<model> x``.  rembg
 comes from the optional extra ``bench`` (``pip install -e '.[bench]'``); without it the rembg
 rows are skipped.
@@ -43,7 +45,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import Stats, interleaved  # noqa: E402
+from timing import Ratio, Window, interleave, load_average, local, paired_ratio  # noqa: E402
 
 from salseg.data.synthetic import SyntheticSpec, render_pair  # noqa: E402
 from salseg.export.onnx import export_onnx  # noqa: E402
@@ -69,14 +71,18 @@ def make_images(folder: Path, count: int, size: tuple[int, int]) -> list[Path]:
 
 
 def salseg_run(predictor: Predictor, images: list[Path], out: Path):
-    """A callable predicting ``images`` into ``out`` (overwriting); returns the image count."""
+    """A callable predicting the next of ``images`` (in a cycle) into ``out`` (overwriting);
+    returns 1 (image)."""
     items = [InputItem(p, p.stem) for p in images]
+    state = {"i": 0}
 
     def run() -> float:
-        summary = predict_files(predictor, items, out, SaveOptions(overwrite=True),
+        item = items[state["i"] % len(items)]
+        state["i"] += 1
+        summary = predict_files(predictor, [item], out, SaveOptions(overwrite=True),
                                 progress=False)
-        assert summary.ok and summary.written == len(images), summary.report()
-        return len(images)
+        assert summary.ok and summary.written == 1, summary.report()
+        return 1
 
     return run
 
@@ -88,49 +94,57 @@ def rembg_run(onnx_path: Path, model: str, images: list[Path], out: Path):
         return None
     session = new_session(get_card(model).rembg_session, model_path=str(onnx_path))
     out.mkdir(parents=True, exist_ok=True)
+    state = {"i": 0}
 
     def run() -> float:
-        for path in images:
-            with Image.open(path) as img:
-                mask = remove(img, session=session, only_mask=True)
-            mask.save(out / f"{path.stem}.png")
-        return len(images)
+        path = images[state["i"] % len(images)]
+        state["i"] += 1
+        with Image.open(path) as img:
+            mask = remove(img, session=session, only_mask=True)
+        mask.save(out / f"{path.stem}.png")
+        return 1
 
     return run
 
 
-def bench_model(model: str, count: int, size: tuple[int, int], input_size: int, repeats: int,
-                work: Path, with_rembg: bool) -> dict[str, Stats]:
+Windows = dict[str, list[Window]]
+
+
+def bench_model(model: str, count: int, size: tuple[int, int], input_size: int, windows: int,
+                work: Path, with_rembg: bool) -> Windows:
+    """Windows of ``count`` images of every back-end, in turns."""
     images = make_images(work / f"{model}_images", count, size)
     torch.manual_seed(0)
     net = create_model(model).eval()
     onnx_path = work / f"{model}.onnx"
     export_onnx(net, onnx_path, model, rembg=True, trace_size=input_size,
                 check_sizes=[(64, 64)])
+    threads = torch.get_num_threads()
     runs = {}
     cpu = Predictor(net, model=model, device="cpu", input_size=input_size)
-    runs["salseg torch cpu"] = salseg_run(cpu, images, work / f"{model}_torch")
+    runs["salseg torch cpu"] = local(salseg_run(cpu, images, work / f"{model}_torch"), threads)
     ort = Predictor(onnx_path, model=model, backend="onnx", device="cpu", input_size=input_size)
-    runs["salseg onnx cpu"] = salseg_run(ort, images, work / f"{model}_onnx")
+    runs["salseg onnx cpu"] = local(salseg_run(ort, images, work / f"{model}_onnx"), threads)
     if with_rembg:
         rembg = rembg_run(onnx_path, model, images, work / f"{model}_rembg")
         if rembg is not None:
-            runs["rembg onnx cpu"] = rembg
-    results = interleaved(runs, repeats=repeats, warmup=1)
+            runs["rembg onnx cpu"] = local(rembg, threads)
+    results = interleave(runs, windows=windows, steps=count, warmup=1)
     if torch.cuda.is_available():
         gpu_runs = {}
         for precision in ("fp32", "bf16"):
             gpu = Predictor(net, model=model, device="cuda", precision=precision,
                             input_size=input_size)
-            gpu_runs[f"salseg torch cuda {precision}"] = salseg_run(
-                gpu, images, work / f"{model}_cuda_{precision}")
-        results.update(interleaved(gpu_runs, repeats=repeats, warmup=1))
+            gpu_runs[f"salseg torch cuda {precision}"] = local(salseg_run(
+                gpu, images, work / f"{model}_cuda_{precision}"), threads)
+        results.update(interleave(gpu_runs, windows=windows, steps=count, warmup=1))
     return results
 
 
 def bench_processes(model: str, count: int, size: tuple[int, int], input_size: int,
-                    processes: int, repeats: int, work: Path) -> dict[str, Stats]:
-    """Images/s of whole ``predict_files_parallel`` calls with 1 and ``processes`` processes."""
+                    processes: int, windows: int, work: Path) -> Windows:
+    """Windows of one whole ``predict_files_parallel`` call each with 1 and ``processes``
+    processes, in turns (the CPU time of the ended child processes is counted)."""
     from salseg.predict.parallel import predict_files_parallel
 
     images = make_images(work / f"{model}_par_images", count, size)
@@ -144,10 +158,23 @@ def bench_processes(model: str, count: int, size: tuple[int, int], input_size: i
                                              progress=False)
             assert summary.ok and summary.written == len(items), summary.report()
             return len(items)
-        return run
+        return local(run, torch.get_num_threads(), children=True)
 
-    return interleaved({"1 process": call(1), f"{processes} processes": call(processes)},
-                       repeats=repeats, warmup=0)
+    return interleave({"1 process": call(1), f"{processes} processes": call(processes)},
+                      windows=windows, steps=1, warmup=0)
+
+
+def table(rows: Windows, ref: str) -> None:
+    print(f"{'pipeline':<26} {'images/s':>9} {'vs ' + ref:>22} {'[95% interval]':<17} {'cpu':>5}")
+    for name, ws in rows.items():
+        rate = sorted(w.rate for w in ws)[len(ws) // 2]
+        share = sorted(w.cpu_share for w in ws)[len(ws) // 2]
+        if name == ref:
+            vs = f"{'-':>22} {'':17}"
+        else:
+            r = paired_ratio(ws, rows[ref])
+            vs = f"{r.value:22.3f} [{r.low:.3f}, {r.high:.3f}]"
+        print(f"{name:<26} {rate:9.3f} {vs} {share:5.2f}")
 
 
 def main() -> int:
@@ -156,57 +183,56 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="fewer images, IS-Net at 512")
     parser.add_argument("--models", default="u2netp,u2net,isnet")
     parser.add_argument("--repeats", type=int, default=None,
-                        help="measurements per row (default 3 quick, 5 full)")
+                        help="paired windows per row (default 6 quick, 8 full)")
     parser.add_argument("--processes", type=int, default=min(2, os.cpu_count() or 1),
                         help="processes of the data-parallel row (default 2; 1 skips it)")
     args = parser.parse_args()
-    repeats = args.repeats or (3 if args.quick else 5)
-    counts = ({"u2netp": 4, "u2net": 2, "isnet": 1} if args.quick
-              else {"u2netp": 16, "u2net": 8, "isnet": 3})
+    windows = args.repeats or (6 if args.quick else 8)
+    counts = ({"u2netp": 2, "u2net": 1, "isnet": 1} if args.quick
+              else {"u2netp": 8, "u2net": 4, "isnet": 2})
     size = (480, 640)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} CPUs; images {size[1]}x{size[0]} JPEG; {repeats} repeats per row, "
-          "rows in turns")
-    torch_vs_ort, vs_rembg = {}, {}
+          f"{os.cpu_count()} CPUs; images {size[1]}x{size[0]} JPEG; {windows} windows per row, "
+          f"rows in turns; load average {load_average():.2f}")
+    ratios: dict[str, Ratio] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models.split(","):
             input_size = FULL_SIZE[model]
             if args.quick and input_size > 512:
                 input_size = 512
             with_rembg = input_size == FULL_SIZE[model]  # rembg's sessions have fixed sizes
-            rows = bench_model(model, counts[model], size, input_size, repeats, Path(tmp),
+            rows = bench_model(model, counts[model], size, input_size, windows, Path(tmp),
                                with_rembg)
             note = " (reduced by --quick; full: 1024, with rembg)" if not with_rembg else ""
-            print(f"\n{model} ({counts[model]} images per repeat, input "
+            print(f"\n{model} ({counts[model]} images per window, input "
                   f"{input_size}x{input_size}{note})")
-            print(f"{'pipeline':<26} {'images/s':>9} {'spread':>7}")
-            for name, st in rows.items():
-                print(f"{name:<26} {st.median:9.3f} {100 * st.spread:6.0f}%")
-            t, o = rows["salseg torch cpu"].median, rows["salseg onnx cpu"].median
-            torch_vs_ort[model] = t / o
+            table(rows, "salseg onnx cpu")
+            ratios[f"predict_torch_vs_onnxruntime_{model}"] = paired_ratio(
+                rows["salseg torch cpu"], rows["salseg onnx cpu"])
             if "rembg onnx cpu" in rows:
-                vs_rembg[model] = max(t, o) / rows["rembg onnx cpu"].median
+                best = max(("salseg torch cpu", "salseg onnx cpu"),
+                           key=lambda k: paired_ratio(rows[k], rows["rembg onnx cpu"]).value)
+                ratios[f"predict_vs_rembg_{model}"] = paired_ratio(rows[best],
+                                                                   rows["rembg onnx cpu"])
         if args.processes > 1:
             model = args.models.split(",")[0]
-            count = 12 if args.quick else 48
+            count = 8 if args.quick else 32
             par = bench_processes(model, count, size, FULL_SIZE[model] if FULL_SIZE[model] <= 512
-                                  else 512, args.processes, max(2, repeats - 2), Path(tmp))
+                                  else 512, args.processes, max(4, windows - 2), Path(tmp))
             print(f"\n{model}, data-parallel prediction ({count} images per call, process start "
-                  "and model load included)")
-            for name, st in par.items():
-                print(f"{name:<26} {st.median:9.3f} {100 * st.spread:6.0f}%")
-            one, many = par["1 process"].median, par[f"{args.processes} processes"].median
-            parallel_ratio = (model, many / one)
-    print()
-    if args.processes > 1:
-        print(f"RATIO predict_{args.processes}proc_vs_1proc_{parallel_ratio[0]} "
-              f"{parallel_ratio[1]:.3f}")
-    if not vs_rembg:
+                  "and model load included; cpu counts the ended child processes)")
+            table(par, "1 process")
+            ratios[f"predict_{args.processes}proc_vs_1proc_{model}"] = paired_ratio(
+                par[f"{args.processes} processes"], par["1 process"])
+    print("\nimages/s: median over the windows; 'vs': median of the paired per-window ratios "
+          "with its 95 % bootstrap interval; cpu: median share of the CPU asked for (torch "
+          "threads) that the process got")
+    if not any(k.startswith("predict_vs_rembg") for k in ratios):
         print("rembg is not installed (pip install -e '.[bench]') or not run: no rembg ratio")
-    for model, ratio in torch_vs_ort.items():
-        print(f"RATIO predict_torch_vs_onnxruntime_{model} {ratio:.3f}")
-    for model, ratio in vs_rembg.items():
-        print(f"RATIO predict_vs_rembg_{model} {ratio:.3f}")
+    for name, ratio in ratios.items():
+        print(f"({name}: {ratio.describe()})")
+    for name, ratio in ratios.items():
+        print(ratio.line(name))
     return 0
 
 

@@ -21,10 +21,18 @@ optimizer), on the same images and the same device, for:
   salseg rows use ``trainer=gpu``'s ``benchmark=true`` (cuDNN autotuning), the official loops
   do not set it (as the official scripts).  ``--rows`` picks rows by key (``--list-rows``).
 
-Each row runs in its own process (so its peak memory is its own): one warm-up step, then a few
-windows of a few steps; rows run in turns for ``--rounds`` rounds (so a change of load on a
-shared machine hits official and salseg alike); the rate of a row is the **median** over all
-its windows and the spread ``(max - min) / median`` is printed beside it.  The split of one step into data
+Each row runs in its own long-lived process (so its peak memory is its own), driven in turns
+through a pipe (``timing.Worker``; ``Trainer.fit`` blocks in a callback between windows).  The
+first row (``official``) is the reference: its process lives throughout, every other row's
+process is started in turn, and after one warm-up window each the two run ``--repeats``
+windows of ``--steps`` steps alternately (ref row, row ref, ...), so a change of load on a
+shared machine hits both alike.  A row's ratio to the reference is the median of the paired
+per-window ratios with a 95 % bootstrap interval (``timing.paired_ratio``), marked
+``unstable`` when the interval is wider than ±10 % or when a process got less than
+``--min-cpu-share`` of the CPU its threads asked for (the load average and CPU share of every
+window are recorded).  While a row is paused, its DataLoader workers may fill their prefetch
+queue; both loops have one (``prefetch_factor`` 2), so either may start a window with batches
+ready.  The split of one step into data
 wait / forward (+ loss) / backward / optimizer is measured by timestamps at Lightning's hooks
 (the official loop: around the same calls), with ``torch.cuda.synchronize()`` at each timestamp
 in an extra window on CUDA (not in the timed windows).  Peak memory: the process's peak
@@ -35,7 +43,7 @@ autotuning workspaces.
 Sizes: U2-NetP and U2-Net at the paper's 320 -> 288 crops, batch 12; IS-Net at 1024, batch 8
 (``--full``).  ``--quick`` (the default of ``make bench``) shrinks sizes and batches on the
 CPU so that a run takes a few minutes on 2 cores; the output says which sizes were used.
-Prints ``RATIO train_vs_official_<model> x`` = best salseg row / official row (medians), and
+Prints ``RATIO train_vs_official_<model> x low high mark`` for the best salseg row, and
 for every row the fraction of the step spent waiting for data (``data %``, from the
 synchronised window).  ``--jsonl FILE`` appends every row's result as it finishes.
 """
@@ -46,10 +54,11 @@ import json
 import os
 import random
 import resource
-import subprocess
+import statistics
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import lightning as L
@@ -62,7 +71,17 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from timing import summarize  # noqa: E402
+from timing import (  # noqa: E402
+    MIN_CPU_SHARE,
+    Gate,
+    Ratio,
+    Window,
+    Worker,
+    WorkerError,
+    interleave,
+    load_average,
+    paired_ratio,
+)
 
 MODELS = ("u2netp", "u2net", "isnet")
 # which official training loop a model belongs to: U-2-Net's or DIS's (IS-Net phase 2)
@@ -83,10 +102,10 @@ def plan(model: str, quick: bool, device: str) -> dict:
         small = {"size": 160, "crop": None, "batch": 2}
     p = dict(small if quick and device == "cpu" else full)
     p["steps"] = 2 if quick else 3
-    p["repeats"] = 2 if quick else 4
+    p["repeats"] = 6 if quick else 8  # paired windows: fewer give no useful interval
     p["warmup"] = 1
     if device == "cuda":
-        p["steps"] = 10 if quick else 20
+        p["steps"] = 5 if quick else 10
         p["warmup"] = 3  # cuDNN autotuning, compilation and CUDA-graph recording happen here
     return p
 
@@ -256,7 +275,7 @@ class Clock:
         return time.perf_counter()
 
 
-def run_official(cfg: dict, device: torch.device) -> dict:
+def run_official(conn, cfg: dict, device: torch.device) -> dict:
     from salseg.models import create_model, to_official
 
     model_name, bs = cfg["model"], cfg["batch"]
@@ -281,11 +300,13 @@ def run_official(cfg: dict, device: torch.device) -> dict:
     clock = Clock(device)
     peak = PeakMemory(device)
     records: list[dict] = []
+    gate = make_gate(conn, cfg, device, peak, clock)
     it = iter(loader)
-    total = cfg["warmup"] + cfg["repeats"] * cfg["steps"] + (cfg["steps"] if clock.cuda else 0)
-    last = clock(force=True)
-    for step in range(total):
-        clock.sync = clock.cuda and step >= total - cfg["steps"]
+    running = gate.begin()
+    while running:
+        clock.sync = clock.cuda and gate.tag == "split"
+        last = gate.window_start if not records or records[-1]["window"] != gate.window_start \
+            else records[-1]["end"]
         try:
             inputs, labels = next(it)
         except StopIteration:  # a new epoch, as the official loops (new loader workers)
@@ -305,19 +326,17 @@ def run_official(cfg: dict, device: torch.device) -> dict:
         loss.backward()
         t_bwd = clock()
         optimizer.step()
-        end = clock(force=(step + 1 - cfg["warmup"]) % cfg["steps"] == 0 or step + 1 == total)
+        end = clock()
         records.append({"start": last, "data": t_data, "fwd": t_fwd, "bwd": t_bwd, "end": end,
-                        "sync": clock.sync})
-        last = end
-        if step + 1 == cfg["warmup"]:
-            peak.after_warmup()
-    return summarize_records(records, cfg, device, workers, peak)
+                        "tag": gate.tag, "window": gate.window_start})
+        running = gate.after_step(bs)
+    return summarize_records(records, workers, peak)
 
 
 # ----------------------------------------------------------------------------- salseg
 
 
-def run_salseg(cfg: dict, device: torch.device) -> dict:
+def run_salseg(conn, cfg: dict, device: torch.device) -> dict:
     from salseg.data.datamodule import SegDataModule
     from salseg.models import create_model
     from salseg.tasks import ISNetTask, U2NetTask
@@ -345,8 +364,10 @@ def run_salseg(cfg: dict, device: torch.device) -> dict:
         if not enc.exists():
             torch.manual_seed(1)
             torch.save(create_model("isnet_gt_encoder").state_dict(), enc)
-        task: L.LightningModule = ISNetTask(name="isnet", gt_encoder_ckpt=str(enc),
-                                            log_images_every_n_steps=0, **common)
+        task: L.LightningModule = ISNetTask(
+            name="isnet", gt_encoder_ckpt=str(enc), log_images_every_n_steps=0,
+            fused_loss=cfg.get("fused_loss", False), sync_dtype=cfg.get("sync_dtype", "float32"),
+            **common)
         dm.setup("fit")
         warm = dm.make_dataset(dm.train_pairs, train=True)
         # fill the resize cache before timing (the official cache is built too); cache files
@@ -356,38 +377,51 @@ def run_salseg(cfg: dict, device: torch.device) -> dict:
             pass
     else:
         task = U2NetTask(name=model_name, log_images_every_n_steps=0, **common)
-    timer = StepTimer(cfg, device)
-    total = cfg["warmup"] + cfg["repeats"] * cfg["steps"] + (cfg["steps"] if timer.clock.cuda else 0)
+    peak = PeakMemory(device)
+    timer = StepTimer(make_gate(conn, cfg, device, peak, Clock(device)), peak, bs)
     trainer = L.Trainer(accelerator=device.type, devices=1, precision=cfg.get("precision", "32-true"),
-                        benchmark=device.type == "cuda", max_steps=total, max_epochs=-1, logger=False, enable_checkpointing=False,
+                        benchmark=device.type == "cuda", max_steps=-1, max_epochs=-1,
+                        logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0, limit_val_batches=0, callbacks=[timer])
     trainer.fit(task, datamodule=dm)
-    return summarize_records(timer.records, cfg, device, workers, timer.peak)
+    return summarize_records(timer.records, workers, peak)
 
 
 def _discard(item) -> None:
     return None
 
 
-class StepTimer(L.Callback):
-    """Timestamps at the hooks around data, forward, backward and optimizer step."""
+def make_gate(conn, cfg: dict, device: torch.device, peak: PeakMemory, clock: Clock) -> Gate:
+    """The row's side of the driver's pipe: windows end synchronised on CUDA; the peak memory
+    of the steps after the warm-up window is taken apart."""
+    def window_end(tag: str | None) -> None:
+        if tag == "warmup":
+            peak.after_warmup()
 
-    def __init__(self, cfg: dict, device: torch.device) -> None:
-        self.cfg, self.clock, self.peak = cfg, Clock(device), PeakMemory(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    return Gate(conn, torch.get_num_threads(), sync=sync, on_window_end=window_end)
+
+
+class StepTimer(L.Callback):
+    """Drives ``Trainer.fit`` in the driver's windows (blocking between them) and takes
+    timestamps at the hooks around data, forward, backward and optimizer step."""
+
+    def __init__(self, gate: Gate, peak: PeakMemory, batch: int) -> None:
+        self.gate, self.peak, self.batch = gate, peak, batch
+        self.clock = Clock(torch.device("cuda" if gate.sync else "cpu"))
         self.records: list[dict] = []
         self.cur: dict = {}
-        self.last: float | None = None
-        self.total = cfg["warmup"] + cfg["repeats"] * cfg["steps"] + (
-            cfg["steps"] if self.clock.cuda else 0)
 
     def on_train_start(self, trainer, pl_module) -> None:
-        self.last = self.clock(force=True)
+        if not self.gate.begin():
+            trainer.should_stop = True
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        step = len(self.records)
-        self.clock.sync = self.clock.cuda and step >= self.total - self.cfg["steps"]
-        self.cur = {"start": self.last, "data": self.clock(), "sync": self.clock.sync}
+        self.clock.sync = self.clock.cuda and self.gate.tag == "split"
+        new_window = not self.records or self.records[-1]["window"] != self.gate.window_start
+        self.cur = {"start": self.gate.window_start if new_window else self.records[-1]["end"],
+                    "data": self.clock(), "tag": self.gate.tag, "window": self.gate.window_start}
 
     def on_before_backward(self, trainer, pl_module, loss) -> None:
         self.cur["fwd"] = self.clock()
@@ -396,34 +430,25 @@ class StepTimer(L.Callback):
         self.cur["bwd"] = self.clock()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = len(self.records)
-        boundary = (step + 1 - self.cfg["warmup"]) % self.cfg["steps"] == 0
-        self.cur["end"] = self.clock(force=boundary or step + 1 == self.total)
+        self.cur["end"] = self.clock()
         self.records.append(self.cur)
-        self.last = self.cur["end"]
-        if len(self.records) == self.cfg["warmup"]:
-            self.peak.after_warmup()
+        if not self.gate.after_step(self.batch):
+            trainer.should_stop = True
 
 
 # ----------------------------------------------------------------------------- summary
 
 
-def summarize_records(records: list[dict], cfg: dict, device: torch.device, workers: int,
-                      peak: PeakMemory) -> dict:
-    """Images/s per window (median, spread) and the mean split of the synchronised steps."""
-    warm, steps, bs = cfg["warmup"], cfg["steps"], cfg["batch"]
-    rates = []
-    for w in range(cfg["repeats"]):
-        window = records[warm + w * steps: warm + (w + 1) * steps]
-        rates.append(len(window) * bs / (window[-1]["end"] - window[0]["start"]))
-    split_steps = [r for r in records[warm:] if r["sync"]] or records[warm:]
+def summarize_records(records: list[dict], workers: int, peak: PeakMemory) -> dict:
+    """The mean split of one step (from the synchronised ``split`` window on CUDA, else from
+    the timed windows) and the peak memory; the rates come from the driver's windows."""
+    timed = [r for r in records if r["tag"] != "warmup"] or records
+    split_steps = [r for r in timed if r["tag"] == "split"] or timed
     split = {k: 1000 * float(np.mean([r[b] - r[a] for r in split_steps]))
              for k, a, b in (("data", "start", "data"), ("forward", "data", "fwd"),
                              ("backward", "fwd", "bwd"), ("optimizer", "bwd", "end"))}
     peak_all, peak_steady = peak.result()
-    stats = summarize(rates)
-    return {"rates": list(stats.values), "median": stats.median, "spread": stats.spread,
-            "split_ms": split, "peak_mib": peak_all, "steady_peak_mib": peak_steady,
+    return {"split_ms": split, "peak_mib": peak_all, "steady_peak_mib": peak_steady,
             "workers": workers}
 
 
@@ -433,52 +458,88 @@ def data_fraction(split_ms: dict) -> float:
     return split_ms["data"] / total if total > 0 else 0.0
 
 
-def merge_rounds(results: list[dict]) -> dict:
-    """One row measured in several rounds: the windows of all rounds, split and memory averaged
-    / maximised."""
-    rates = [r for res in results for r in res["rates"]]
-    stats = summarize(rates)
-    split = {k: float(np.mean([res["split_ms"][k] for res in results]))
-             for k in results[0]["split_ms"]}
-    return {"rates": rates, "median": stats.median, "spread": stats.spread, "split_ms": split,
-            "peak_mib": max(res["peak_mib"] for res in results),
-            "steady_peak_mib": max(res["steady_peak_mib"] for res in results),
-            "workers": results[0]["workers"]}
-
-
-def run_row(cfg: dict) -> dict:
+def row_worker(conn, cfg: dict) -> None:
+    """A row's process (spawned by :class:`timing.Worker`): build, train in windows, report."""
     device = torch.device(cfg["device"])
     torch.manual_seed(0)
     random.seed(0)
     np.random.seed(0)
-    if cfg["pipeline"] == "official":
-        return run_official(cfg, device)
-    return run_salseg(cfg, device)
+    run = run_official if cfg["pipeline"] == "official" else run_salseg
+    result = run(conn, cfg, device)
+    Gate(conn, 1).finish(result)
 
 
-def row_line(r: dict) -> str:
-    s = r["split_ms"]
-    return (f"{r['median']:9.3f} {100 * r['spread']:6.0f}% {s['data']:9.1f} {s['forward']:9.1f} "
-            f"{s['backward']:9.1f} {s['optimizer']:9.1f} {100 * data_fraction(s):6.1f}% "
-            f"{r['peak_mib']:9.0f} {r['steady_peak_mib']:9.0f}")
+def row_line(label: str, windows: list[Window], summary: dict | None, ratio: Ratio | None) -> str:
+    rate = statistics.median(w.rate for w in windows)
+    share = statistics.median(w.cpu_share for w in windows)
+    vs = f"{ratio.value:7.3f} [{ratio.low:.3f}, {ratio.high:.3f}]" if ratio else f"{'-':>7} {'':16}"
+    s = summary["split_ms"] if summary else dict.fromkeys(("data", "forward", "backward", "optimizer"), float("nan"))
+    mem = (summary["peak_mib"], summary["steady_peak_mib"]) if summary else (float("nan"),) * 2
+    return (f"{label:<28} {rate:9.3f} {vs} {share:5.2f} {s['data']:8.1f} {s['forward']:8.1f} "
+            f"{s['backward']:8.1f} {s['optimizer']:8.1f} {100 * data_fraction(s):6.1f}% "
+            f"{mem[0]:8.0f} {mem[1]:8.0f}" + (f"  {ratio.mark}" if ratio and ratio.unstable else ""))
 
 
-def spawn_row(cfg: dict, timeout: float | None = None) -> dict | None:
+def header() -> str:
+    return (f"{'pipeline':<28} {'img/s':>9} {'vs ref':>7} {'[95% interval]':<16} {'cpu':>5} "
+            f"{'data ms':>8} {'fwd ms':>8} {'bwd ms':>8} {'opt ms':>8} {'data %':>7} "
+            f"{'peak MiB':>8} {'steady':>8}")
+
+
+def compare_rows(model: str, variants: list[dict], base: dict, p: dict, timeout: float | None,
+                 split_window: bool, min_cpu_share: float, jsonl: Path | None
+                 ) -> dict[str, tuple[Ratio | None, list[Window], dict | None]]:
+    """Every row against the first (the reference, normally ``official``): the reference's
+    worker lives throughout; each other row's worker is started in turn and the two run
+    ``p["repeats"]`` windows of ``p["steps"]`` steps, alternating, after their warm-up.  At most
+    two row processes exist at a time (GPU memory).  Returns per row label: its paired ratio to
+    the reference, its windows and its summary (split, memory)."""
+    ref_row, others = variants[0], variants[1:]
+    cfg = lambda row: dict(row, **base)  # noqa: E731
+    results: dict[str, tuple[Ratio | None, list[Window], dict | None]] = {}
+    ref = Worker(f"{model} {ref_row['label']}", row_worker, cfg(ref_row), timeout)
+    ref_windows: list[Window] = []
     try:
-        proc = subprocess.run([sys.executable, __file__, "--row", json.dumps(cfg)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              timeout=timeout)
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        print(f"row {cfg['model']} {cfg['label']} stopped after {timeout:.0f} s:\n{out[-2000:]}",
-              flush=True)
-        return None
-    for line in proc.stdout.splitlines():
-        if line.startswith("ROWJSON "):
-            return json.loads(line[len("ROWJSON "):])
-    print(f"row {cfg['model']} {cfg['label']} failed (exit {proc.returncode}):\n"
-          + proc.stdout[-3000:], flush=True)
-    return None
+        ref.window(p["warmup"], "warmup")
+        if not others:  # a reference alone: its own windows, no ratio
+            ref_windows = [ref.window(p["steps"]) for _ in range(p["repeats"])]
+        for row in others:
+            try:
+                with Worker(f"{model} {row['label']}", row_worker, cfg(row), timeout) as worker:
+                    worker.window(p["warmup"], "warmup")
+                    ws = interleave({"ref": ref.window, "row": worker.window}, p["repeats"],
+                                    p["steps"], warmup=0)
+                    if split_window:
+                        worker.window(p["steps"], "split")
+                    summary = worker.stop()
+            except WorkerError as exc:
+                if not ref.proc.is_alive():
+                    raise
+                print(f"  row {model} {row['label']} failed: {exc}", flush=True)
+                continue
+            ratio = paired_ratio(ws["row"], ws["ref"], min_cpu_share=min_cpu_share)
+            ref_windows += ws["ref"]
+            results[row["label"]] = (ratio, ws["row"], summary)
+            print(f"  {row_line(row['label'], ws['row'], summary, ratio)}", flush=True)
+            if jsonl:
+                with open(jsonl, "a") as fh:
+                    fh.write(json.dumps({"model": model, "key": row["key"], "label": row["label"],
+                                         "plan": p, "torch": torch.__version__,
+                                         "reference": ref_row["key"], "ratio": ratio.as_dict(),
+                                         "windows": [asdict(w) for w in ws["row"]],
+                                         "reference_windows": [asdict(w) for w in ws["ref"]],
+                                         **summary}) + "\n")
+        if split_window:
+            ref.window(p["steps"], "split")
+        ref_summary = ref.stop()
+    except WorkerError as exc:
+        print(f"  reference row {model} {ref_row['label']} failed: {exc}", flush=True)
+        return results
+    finally:
+        ref.kill()
+    if ref_windows:
+        results = {ref_row["label"]: (None, ref_windows, ref_summary), **results}
+    return results
 
 
 # every row the benchmark knows, by key (``--rows``); labels are what the tables print
@@ -499,21 +560,37 @@ ROWS: dict[str, dict] = {
                     "precision": "bf16-mixed", "compile": "reduce-overhead"},
     "bf16-ckpt": {"pipeline": "salseg", "label": "salseg bf16 act. ckpt",
                   "precision": "bf16-mixed", "activation_checkpointing": True},
+    # IS-Net levers (issue 24): the 6 side BCEs in one call, feature-sync distances in bf16,
+    # and both with torch.compile (BatchNorm + ReLU fused into the convolutions' epilogues by
+    # Inductor) or with CUDA graphs
+    "bf16-fusedloss": {"pipeline": "salseg", "label": "salseg bf16 fused loss",
+                       "precision": "bf16-mixed", "fused_loss": True},
+    "bf16-syncbf16": {"pipeline": "salseg", "label": "salseg bf16 sync bf16",
+                      "precision": "bf16-mixed", "sync_dtype": "bfloat16"},
+    "bf16-compile-levers": {"pipeline": "salseg", "label": "salseg bf16 compile+loss",
+                            "precision": "bf16-mixed", "compile": True, "fused_loss": True,
+                            "sync_dtype": "bfloat16"},
+    "bf16-graphs-levers": {"pipeline": "salseg", "label": "salseg bf16 graphs+loss",
+                           "precision": "bf16-mixed", "compile": "reduce-overhead",
+                           "fused_loss": True, "sync_dtype": "bfloat16"},
     "cl": {"pipeline": "salseg", "label": "salseg channels_last", "channels_last": True},
     "compile": {"pipeline": "salseg", "label": "salseg compile", "compile": True},
 }
 GPU_ROWS = ("official", "fp32", "bf16", "16", "bf16-cl", "bf16-gpuaug", "bf16-cl-gpuaug", "bf16-compile",
             "bf16-graphs")
+ISNET_GPU_ROWS = ("bf16-ckpt", "bf16-fusedloss", "bf16-syncbf16", "bf16-compile-levers",
+                  "bf16-graphs-levers")
 
 
 def rows_for(model: str, device: str, cpu_variants: bool = False,
              keys: list[str] | None = None) -> list[dict]:
     """The rows of one model: ``keys`` if given, else official + salseg fp32, and on CUDA the GPU
-    variants (IS-Net also with activation checkpointing, the memory option of DIS#65)."""
+    variants (IS-Net also with activation checkpointing, the memory option of DIS#65, and the
+    loss levers)."""
     if keys is None:
         keys = ["official", "fp32"]
         if device == "cuda":
-            keys = list(GPU_ROWS) + (["bf16-ckpt"] if LOOP[model] == "dis" else [])
+            keys = list(GPU_ROWS) + (list(ISNET_GPU_ROWS) if LOOP[model] == "dis" else [])
         elif cpu_variants:
             keys += ["cl", "compile"]
     unknown = [k for k in keys if k not in ROWS]
@@ -532,20 +609,22 @@ def main(argv: list[str] | None = None) -> int:
                              "U-2-Net loop; min(8, CPUs) on CUDA)")
     parser.add_argument("--cpu-variants", action="store_true",
                         help="also time salseg with channels_last and torch.compile on the CPU")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="times every row is run, in turns with the other rows (default 2)")
-    parser.add_argument("--rows", help="comma-separated row keys, in this order (see --list-rows)")
+    parser.add_argument("--rows", help="comma-separated row keys, the first is the reference "
+                                       "of the ratios (default: official first; see --list-rows)")
     parser.add_argument("--list-rows", action="store_true", help="print the row keys and exit")
     parser.add_argument("--steps", type=int, help="steps per timed window (default by device)")
-    parser.add_argument("--repeats", type=int, help="timed windows per round (default by device)")
+    parser.add_argument("--repeats", type=int,
+                        help="paired windows per row (default by device; >= 6 for an interval)")
+    parser.add_argument("--size", type=int, help="input size (tests: tiny; default by plan)")
+    parser.add_argument("--batch", type=int, help="batch size (default by plan)")
+    parser.add_argument("--min-cpu-share", type=float, default=MIN_CPU_SHARE,
+                        help="a row whose process got less than this share of the CPU its "
+                             f"threads asked for marks its ratio unstable (default {MIN_CPU_SHARE})")
     parser.add_argument("--row-timeout", type=float, default=None,
-                        help="seconds after which a row's process is stopped (reported as failed)")
+                        help="seconds a row's process may take to answer (build or one window) "
+                             "before it is stopped (reported as failed)")
     parser.add_argument("--jsonl", type=Path, help="append each row's result to this file")
-    parser.add_argument("--row", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.row:
-        print("ROWJSON " + json.dumps(run_row(json.loads(args.row))), flush=True)
-        return 0
     if args.list_rows:
         for key, row in ROWS.items():
             print(f"{key:<16} {row['label']}")
@@ -555,14 +634,20 @@ def main(argv: list[str] | None = None) -> int:
     workers = args.workers if args.workers is not None else (
         1 if device == "cpu" else min(8, os.cpu_count() or 1))
     print(f"torch {torch.__version__}, device {device}, {torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} CPUs; salseg loader workers {workers}")
-    ratios: dict[str, tuple[float, str]] = {}
+          f"{os.cpu_count()} CPUs; salseg loader workers {workers}; load average "
+          f"{load_average():.2f}")
+    ratios: dict[str, tuple[Ratio, str]] = {}
     with tempfile.TemporaryDirectory(prefix="salseg-bench-train-") as tmp:
         for model in args.models.split(","):
             p = plan(model, args.quick, device)
-            p.update({k: v for k, v in (("steps", args.steps), ("repeats", args.repeats))
-                      if v is not None})
-            n = (p["warmup"] + (p["repeats"] + 1) * p["steps"]) * p["batch"]
+            p.update({k: v for k, v in (("steps", args.steps), ("repeats", args.repeats),
+                                        ("batch", args.batch)) if v is not None})
+            if args.size:
+                p["size"], p["crop"] = args.size, (args.size * 7 // 8 if p["crop"] else None)
+            variants = rows_for(model, device, args.cpu_variants,
+                                args.rows.split(",") if args.rows else None)
+            # enough images that the reference does not start a new epoch within a row pair
+            n = (p["warmup"] + (p["repeats"] + 2) * p["steps"]) * p["batch"]
             src = (300, 400) if LOOP[model] != "dis" else (
                 (600, 800) if p["size"] < 1024 else (1500, 2000))
             t0 = time.perf_counter()
@@ -571,46 +656,37 @@ def main(argv: list[str] | None = None) -> int:
             full_size = "320 -> crop 288, batch 12" if LOOP[model] != "dis" else "1024, batch 8"
             note = "" if (p["size"] in (320, 1024)) else f" (reduced by --quick; full: {full_size})"
             print(f"\n{model}: {n} images {src[1]}x{src[0]}, input {size}, batch {p['batch']}"
-                  f"{note}; {args.rounds} rounds x {p['repeats']} windows of {p['steps']} steps after {p['warmup']} warm-up "
+                  f"{note}; every row against {variants[0]['label']}: {p['repeats']} paired "
+                  f"windows of {p['steps']} steps after {p['warmup']} warm-up "
                   f"(data made in {time.perf_counter() - t0:.0f} s)", flush=True)
-            variants = rows_for(model, device, args.cpu_variants,
-                                args.rows.split(",") if args.rows else None)
-            merged: dict[str, list[dict]] = {}
-            for _ in range(args.rounds):  # rows take turns, so load changes hit all of them
-                for row in variants:
-                    cfg = dict(row, model=model, device=device, images=str(im), masks=str(gt),
-                               work=str(Path(tmp) / model), workers=workers, **p)
-                    Path(cfg["work"]).mkdir(exist_ok=True)
-                    res = spawn_row(cfg, args.row_timeout)
-                    if res is None:
-                        continue
-                    merged.setdefault(row["label"], []).append(res)
-                    print(f"  {model} {row['label']}: {row_line(res)}", flush=True)
-                    if args.jsonl:
-                        with open(args.jsonl, "a") as fh:
-                            fh.write(json.dumps({"model": model, "key": row["key"],
-                                                 "label": row["label"], "plan": p,
-                                                 "torch": torch.__version__, **res}) + "\n")
-            results = [(label, merge_rounds(rs)) for label, rs in merged.items()]
-            print(f"{'pipeline':<28} {'img/s':>9} {'spread':>7} {'data ms':>9} {'fwd ms':>9} "
-                  f"{'bwd ms':>9} {'opt ms':>9} {'data %':>7} {'peak MiB':>9} {'steady':>9}")
-            for label, r in results:
-                print(f"{label:<28} {row_line(r)}")
-            got = dict(results)
-            official = got.get("official fp32")
-            ours = [(r["median"], label) for label, r in results if label.startswith("salseg")]
-            if official and ours:
-                best, label = max(ours)
-                ratios[model] = (best / official["median"], label)
-    print("\nmemory: peak resident set of the row's process (CPU) / "
+            print(f"  {header()}", flush=True)
+            work = Path(tmp) / model
+            work.mkdir(exist_ok=True)
+            base = dict(model=model, device=device, images=str(im), masks=str(gt),
+                        work=str(work), workers=workers, **p)
+            results = compare_rows(model, variants, base, p, args.row_timeout,
+                                   split_window=device == "cuda",
+                                   min_cpu_share=args.min_cpu_share, jsonl=args.jsonl)
+            print(header())
+            for label, (ratio, windows, summary) in results.items():
+                print(row_line(label, windows, summary, ratio))
+            ours = [(r.value, label, r) for label, (r, _, _) in results.items()
+                    if r is not None and label.startswith("salseg")]
+            if variants[0]["key"] == "official" and ours:
+                _, label, best = max(ours)
+                ratios[model] = (best, label)
+    print("\nimg/s: median over the row's windows; 'vs ref': median of the paired per-window "
+          "ratios row / reference with its 95 % bootstrap interval; cpu: median share of the "
+          "CPU the row's process asked for (torch threads) that it got")
+    print("memory: peak resident set of the row's process (CPU) / "
           "torch.cuda.max_memory_allocated (CUDA); 'steady': after the warm-up steps (on CUDA "
           "without cuDNN's autotuning workspaces)")
     if device == "cpu":
         print("no CUDA device: GPU rows (precisions, channels_last, compile, gpu_aug) not measured")
-    for model, (_, label) in ratios.items():
-        print(f"({model}: best salseg row = {label})")
+    for model, (ratio, label) in ratios.items():
+        print(f"({model}: best salseg row = {label}: {ratio.describe()})")
     for model, (ratio, _) in ratios.items():
-        print(f"RATIO train_vs_official_{model} {ratio:.3f}")
+        print(ratio.line(f"train_vs_official_{model}"))
     return 0
 
 

@@ -14,6 +14,11 @@
   Lightning's (validation, sanity check, resume) can put them back on batch statistics.  ``feature_sync=False`` is the released script's default (``interm_sup=False``):
   BCE only, no GT encoder.
 
+Speed options of phase 2 (issue 24; defaults = off, measured by ``benchmarks/bench_train.py``):
+``fused_loss`` (the 6 side BCEs in one call, :class:`~salseg.losses.DeepSupervisionBCE`) and
+``sync_dtype`` (``float32`` default; ``bfloat16`` computes the feature-sync distances on bf16
+features instead of casting them to float32, halving their memory traffic; the sum is float32).
+
 Both tasks take ``loss_form`` (``logits`` default, ``official`` = ``nn.BCELoss`` on sigmoid
 outputs, fp32 only; :mod:`salseg.losses.bce`) for their BCE terms.
 """
@@ -34,6 +39,7 @@ from salseg.tasks.base import SegmentationTask, frozen
 SIDE_TERMS = [f"bce_side{i}" for i in range(1, 7)]
 SYNC_TERMS = [f"sync{i}" for i in range(1, 7)]
 BN_MODES = ("train", "eval")
+SYNC_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 class GTEncoderTask(SegmentationTask):
@@ -66,11 +72,15 @@ class ISNetTask(SegmentationTask):
                  gt_encoder_ckpt: str | None = None, gt_encoder_bn: str = "train",
                  loss_weights: Sequence[float] | None = None,
                  sync_weights: Sequence[float] | None = None, sync_mode: str = "MSE",
-                 loss_form: str = "logits", **kwargs: Any) -> None:
+                 loss_form: str = "logits", fused_loss: bool = False,
+                 sync_dtype: str = "float32", **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         if gt_encoder_bn not in BN_MODES:
             raise ValueError(f"gt_encoder_bn must be one of {BN_MODES}, got {gt_encoder_bn!r}")
-        self.criterion = DeepSupervisionBCE(weights=loss_weights, form=loss_form)
+        if sync_dtype not in SYNC_DTYPES:
+            raise ValueError(f"model.sync_dtype must be one of {tuple(SYNC_DTYPES)}, got {sync_dtype!r}")
+        self.sync_dtype = SYNC_DTYPES[sync_dtype]
+        self.criterion = DeepSupervisionBCE(weights=loss_weights, form=loss_form, fused=fused_loss)
         self.sync = FeatureSyncLoss(weights=sync_weights, mode=sync_mode) if feature_sync else None
         self.gt_encoder = None
         if feature_sync:
@@ -104,8 +114,13 @@ class ISNetTask(SegmentationTask):
             return bce_total, terms
         with torch.no_grad():
             _, gt_features = self.gt_encoder(target.to(next(self.gt_encoder.parameters()).dtype))
-        sync_total, sync_terms = self.sync([f.float() for f in read.features],
-                                           [f.float() for f in gt_features])
+        dtype = self.sync_dtype
+        # autocast would cast MSE's inputs back to float32: off for a bf16 distance
+        with torch.autocast(target.device.type, enabled=dtype == torch.float32
+                            and torch.is_autocast_enabled(target.device.type)):
+            sync_total, sync_terms = self.sync([f.to(dtype) for f in read.features],
+                                               [f.to(dtype) for f in gt_features])
+        sync_total = sync_total.float()
         terms.update(zip(SYNC_TERMS, sync_terms))
         terms["loss_bce"], terms["loss_sync"] = bce_total, sync_total
         return bce_total + sync_total, terms
