@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -138,11 +138,47 @@ class Preprocessing:
 
 @dataclass(frozen=True)
 class ModelOutputs:
-    """A forward's output read through its card: all logits at the input size."""
+    """A forward's output read through its card.
 
-    sides: list[torch.Tensor]  # every supervised logit map (U2-Net: fused first)
-    features: list[torch.Tensor]  # feature maps for feature synchronisation (may be empty)
-    prediction: torch.Tensor  # the logit map that is the model's prediction
+    ``sides`` (every supervised logit map; U2-Net: fused first), ``features`` (feature maps
+    for feature synchronisation, may be empty), ``prediction`` (the logit map that is the
+    model's prediction) and ``aux``: named auxiliary outputs of the train-mode forward, each a
+    list of tensors (e.g. BiRefNet's gradient-branch predictions and labels, class logits);
+    empty for a network without any, and in eval mode for one that returns them only in
+    training.  ``names`` gives the name of every tensor per group (``"sides"``,
+    ``"features"``, and each ``aux`` key); :meth:`ModelCard.read` fills it from the card, and
+    :meth:`group` refuses a group whose tensors and names do not pair up (an 8-output network
+    with 7 names must not lose a loss term in silence).
+    """
+
+    sides: list[torch.Tensor]
+    features: list[torch.Tensor]
+    prediction: torch.Tensor
+    aux: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    names: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def tensors(self, group: str) -> list[torch.Tensor]:
+        """The tensors of ``group``: ``sides``, ``features``, ``prediction`` or an ``aux`` key."""
+        if group in ("sides", "features"):
+            return list(getattr(self, group))
+        if group == "prediction":
+            return [self.prediction]
+        if group in self.aux:
+            value = self.aux[group]
+            return [value] if isinstance(value, torch.Tensor) else list(value)
+        known = ["sides", "features", "prediction", *self.aux]
+        raise ValueError(f"the model has no output group {group!r}; it has {known}")
+
+    def group(self, group: str) -> list[tuple[str, torch.Tensor]]:
+        """``(name, tensor)`` pairs of ``group``; names default to ``<group><i>`` (from 1)."""
+        tensors = self.tensors(group)
+        names = ("prediction",) if group == "prediction" else self.names.get(group)
+        if names is None:
+            names = tuple(f"{group}{i}" for i in range(1, len(tensors) + 1))
+        if len(names) != len(tensors):
+            raise ValueError(f"{len(tensors)} {group} outputs but {len(names)} names "
+                             f"{list(names)}: name every output on the model card")
+        return list(zip(names, tensors))
 
 
 @dataclass(frozen=True)
@@ -159,12 +195,26 @@ class ModelCard:
     aliases: tuple[str, ...] = ()
     encoder_prefixes: tuple[str, ...] = ()
     rembg_session: str | None = None
-    task: str = "salseg.tasks.u2net.U2NetTask"
+    aux_names: dict = field(default_factory=dict)  # aux output key -> names of its tensors
+    task: str = "salseg.tasks.TrainingTask"
     default_aug: str = "u2net_paper"
+    # the default training loss: term name -> term config (salseg.losses.terms.LossTerm)
+    loss: dict = field(default_factory=lambda: {"bce": {"criterion": "bce", "outputs": "sides"}})
+    # parameters of the backbone (names start with these) and their learning-rate multiplier
+    backbone_prefixes: tuple[str, ...] = ()
+    backbone_lr_mult: float = 1.0
     takes_masks: bool = False
     gt_encoder: str | None = None  # card trained first as this one's GT encoder (IS-Net)
     official_manifest: str | None = None  # name of its official parity fixture, if any
     notes: dict = field(default_factory=dict)
+
+    def read(self, raw: Any) -> ModelOutputs:
+        """``outputs(raw)`` with every group named from the card (``side_names``,
+        ``feature_names``, ``aux_names``)."""
+        out = self.outputs(raw)
+        names = {"sides": tuple(self.side_names), "features": tuple(self.feature_names),
+                 **{k: tuple(v) for k, v in self.aux_names.items()}, **out.names}
+        return replace(out, names=names)
 
     def official_flat(self, raw: Any) -> list[torch.Tensor]:
         """The official outputs as one flat list: side probabilities, then features."""
