@@ -15,7 +15,11 @@ from parity_helpers import fixture
 from salseg.config import CONFIG_DIR
 from salseg.losses import DeepSupervisionBCE, FeatureSyncLoss
 from salseg.losses.birefnet import (
-    DIS5K_LAMBDAS, GENERAL_LAMBDAS, PIX_CRITERIA, birefnet_loss, birefnet_loss_config,
+    DIS5K_LAMBDAS,
+    GENERAL_LAMBDAS,
+    PIX_CRITERIA,
+    birefnet_loss,
+    birefnet_loss_config,
 )
 from salseg.losses.criteria import iou_loss, ssim_loss
 from salseg.losses.terms import LossTerm, LossTerms, parse_loss

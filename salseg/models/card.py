@@ -11,7 +11,8 @@ instead of images (the IS-Net GT encoder) and which card trains its GT encoder (
 
 The cards of the built-in architectures live beside their networks (``salseg/models/u2net.py``,
 ``salseg/models/isnet.py``) and are registered on first use of the registry; a new architecture
-is one module calling :func:`register_card` (see docs/architecture.md, "Adding a model").
+is one module calling :func:`register_card` (see docs/architecture.md, "Adding a model");
+a module outside the package is imported by the registry when ``SALSEG_MODEL_MODULES`` names it.
 
 Checkpoints, zoo entries and ONNX metadata override a card's preprocessing with
 ``dataclasses.replace(card.preprocessing, ...)``: prediction, preprocessing and export take a
@@ -19,7 +20,9 @@ Checkpoints, zoo entries and ONNX metadata override a card's preprocessing with
 """
 from __future__ import annotations
 
+import importlib
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
@@ -235,6 +238,9 @@ class ModelCard:
         return not self.takes_masks
 
 
+#: environment variable naming modules (outside salseg) that register more cards
+MODEL_MODULES_ENV = "SALSEG_MODEL_MODULES"
+
 _CARDS: dict[str, ModelCard] = {}
 _ALIASES: dict[str, str] = {}
 _BUILTIN_LOADED = False
@@ -246,6 +252,11 @@ def _load_builtin() -> None:
         _BUILTIN_LOADED = True
         import salseg.models.isnet  # noqa: F401 - registers the IS-Net cards
         import salseg.models.u2net  # noqa: F401 - registers the U2-Net cards
+
+        # cards outside the package: SALSEG_MODEL_MODULES=pkg.module[,pkg.other]
+        for module in os.environ.get(MODEL_MODULES_ENV, "").split(","):
+            if module.strip():
+                importlib.import_module(module.strip())
 
 
 def register_card(card: ModelCard, replace: bool = False) -> ModelCard:

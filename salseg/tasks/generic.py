@@ -17,6 +17,8 @@ term names are the card's output names (``train/bce_fused``, ``train/bce_side1``
   ``gt_encoder_bn="train"`` (default); ``"eval"`` uses the running statistics.
   ``feature_sync=False`` drops those terms (the released script's default, ``interm_sup=False``).
 * Terms with a ``finetune`` schedule read the epoch and ``trainer.max_epochs``.
+* The optimizer gets two parameter groups when the card names ``backbone_prefixes`` and a
+  ``backbone_lr_mult`` other than 1 (``model.backbone_lr_mult`` overrides the card's).
 """
 from __future__ import annotations
 
@@ -41,7 +43,8 @@ class TrainingTask(SegmentationTask):
     def __init__(self, name: str, loss: Mapping[str, Any] | Sequence[Any] | None = None,
                  loss_form: str = "logits", feature_sync: bool = True,
                  gt_encoder_ckpt: str | None = None, gt_encoder_bn: str = "train",
-                 stop_max_f: float | None = None, **kwargs: Any) -> None:
+                 stop_max_f: float | None = None, backbone_lr_mult: float | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
         if gt_encoder_bn not in BN_MODES:
             raise ValueError(f"gt_encoder_bn must be one of {BN_MODES}, got {gt_encoder_bn!r}")
@@ -50,6 +53,8 @@ class TrainingTask(SegmentationTask):
             terms = [t for t in terms if t.target != GT_ENCODER]
         self.criterion = LossTerms(terms)
         self.stop_max_f = stop_max_f
+        self.backbone_lr_mult = float(self.card.backbone_lr_mult if backbone_lr_mult is None
+                                      else backbone_lr_mult)
         self.gt_encoder = None
         if GT_ENCODER in self.criterion.needs:
             self.gt_encoder = self._load_gt_encoder(gt_encoder_ckpt)
@@ -67,6 +72,20 @@ class TrainingTask(SegmentationTask):
         module = frozen(encoder.build())
         load_weights(module, ckpt, name=encoder.name)
         return module
+
+    def optimizer_params(self, factory: Any) -> list:
+        """Two parameter groups when the card names backbone parameters and their learning
+        rate differs (``backbone_lr_mult``, from the card unless given): the backbone at
+        ``lr * mult``, the rest at the optimizer's ``lr``."""
+        prefixes = self.card.backbone_prefixes
+        if not prefixes or self.backbone_lr_mult == 1.0:
+            return super().optimizer_params(factory)
+        lr = (getattr(factory, "keywords", None) or {}).get("lr")
+        if lr is None:
+            raise ValueError("model.backbone_lr_mult needs model.optimizer.lr")
+        backbone = [p for k, p in self.model.named_parameters() if k.startswith(prefixes)]
+        rest = [p for k, p in self.model.named_parameters() if not k.startswith(prefixes)]
+        return [{"params": rest}, {"params": backbone, "lr": lr * self.backbone_lr_mult}]
 
     def configure_callbacks(self) -> list:
         """The official GT-encoder stopping rule: validation max-F above ``stop_max_f``."""
