@@ -238,6 +238,9 @@ class ModelCard:
         return not self.takes_masks
 
 
+#: the modules that register the built-in cards (each network module registers its own cards;
+#: named, not imported, here: the registry sits below the networks)
+BUILTIN_CARD_MODULES = ("salseg.models.isnet", "salseg.models.u2net")
 #: environment variable naming modules (outside salseg) that register more cards
 MODEL_MODULES_ENV = "SALSEG_MODEL_MODULES"
 
@@ -250,13 +253,10 @@ def _load_builtin() -> None:
     global _BUILTIN_LOADED
     if not _BUILTIN_LOADED:
         _BUILTIN_LOADED = True
-        import salseg.models.isnet  # noqa: F401 - registers the IS-Net cards
-        import salseg.models.u2net  # noqa: F401 - registers the U2-Net cards
-
-        # cards outside the package: SALSEG_MODEL_MODULES=pkg.module[,pkg.other]
-        for module in os.environ.get(MODEL_MODULES_ENV, "").split(","):
-            if module.strip():
-                importlib.import_module(module.strip())
+        # the built-in cards, then cards outside the package (SALSEG_MODEL_MODULES=pkg.mod,...)
+        extra = [m.strip() for m in os.environ.get(MODEL_MODULES_ENV, "").split(",")]
+        for module in (*BUILTIN_CARD_MODULES, *filter(None, extra)):
+            importlib.import_module(module)
 
 
 def register_card(card: ModelCard, replace: bool = False) -> ModelCard:
