@@ -7,18 +7,16 @@
 * ``check_run_dir(out, cfg)``: a run directory that already holds another run's outputs is
   refused unless the run resumes from a checkpoint inside it or ``overwrite=true`` (then the
   previous run's outputs are removed first).  A run that failed before completing anything and
-  wrote no checkpoint does not count: a retry may reuse its name.  ``RunDirGuard`` runs the same check as a Hydra
-  callback, before Hydra writes ``.hydra/`` into the directory.
+  wrote no checkpoint does not count: a retry may reuse its name.  ``salseg.cli.train.RunDirGuard``
+  runs the same check as a Hydra callback, before Hydra writes ``.hydra/`` into the directory.
 """
 from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from salseg.checkpoint_io import check_checkpoint_file
@@ -141,18 +139,3 @@ def check_run_dir(out: Path, cfg: DictConfig) -> None:
     raise ConfigError(
         f"{out}: the run directory already holds a run ({shown}); choose another run_name, "
         f"{resume}or pass overwrite=true to replace it")
-
-
-class RunDirGuard(Callback):
-    """Hydra callback: ``check_run_dir`` before Hydra writes anything into the run directory."""
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        try:
-            out = Path(str(config.hydra.run.dir)).absolute()
-            if not config.get("overwrite"):  # overwrite=true: outputs are removed in train()
-                check_run_dir(out, config)
-        except ConfigError as err:
-            from salseg.cli.errors import report
-
-            sys.exit(report("salseg-train", err))
-

@@ -11,12 +11,16 @@ directory that holds another run) end with one line ``salseg-train: error: ...``
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Any
 
 import hydra
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from salseg.cli.errors import debug_enabled, report, run_hydra, user_error
 from salseg.config import CONFIG_DIR
+from salseg.train_checks import ConfigError, check_run_dir
 from salseg.training import train
 
 PROG = "salseg-train"
@@ -33,8 +37,21 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         sys.exit(report(PROG, found, exc=err))
 
 
+class RunDirGuard(Callback):
+    """Hydra callback (``configs/train.yaml``): :func:`salseg.train_checks.check_run_dir` before
+    Hydra writes anything into the run directory; a refusal is this command's error line."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            out = Path(str(config.hydra.run.dir)).absolute()
+            if not config.get("overwrite"):  # overwrite=true: outputs are removed in train()
+                check_run_dir(out, config)
+        except ConfigError as err:
+            sys.exit(report(PROG, err))
+
+
 def main() -> None:
     run_hydra(PROG, _hydra_main)
 
 
-__all__ = ["main"]
+__all__ = ["RunDirGuard", "main"]

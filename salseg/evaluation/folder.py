@@ -21,7 +21,8 @@ from salseg.evaluation.io import IMAGE_EXTENSIONS, read_map_u8
 from salseg.evaluation.pairs import match_folders
 from salseg.evaluation.report import Results, check_free, write_reports
 from salseg.evaluation.scoring import score_pairs
-from salseg.metrics.collection import ALL_GROUPS, SOD_GROUPS, convention_for
+from salseg.metrics.collection import ALL_GROUPS, convention_for
+from salseg.metrics.conventions import get_convention
 
 GENERIC_GT_NAMES = {"gt", "gts", "mask", "masks", "label", "labels", "groundtruth", "ground_truth"}
 
@@ -67,7 +68,7 @@ def groups_for(convention: str, groups: str | Sequence[str] = "auto") -> tuple[s
     """``auto``: the SOD set (no HCE) for the U2-Net convention, everything for DIS; ``all``."""
     if isinstance(groups, str):
         if groups == "auto":
-            return SOD_GROUPS if convention == "u2net" else ALL_GROUPS
+            return get_convention(convention).groups
         if groups == "all":
             return ALL_GROUPS
         groups = [g.strip() for g in groups.split(",") if g.strip()]

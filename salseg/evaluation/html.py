@@ -263,7 +263,8 @@ def gallery_data(results: dict, gallery: Gallery | None) -> dict[str, Any]:
 
 
 def _table(results: dict) -> str:
-    from salseg.evaluation.report import CONVENTION_TEXT, DIS_COLUMNS, SOD_COLUMNS
+    from salseg.evaluation.report import CONVENTION_TEXT, TABLE_COLUMNS
+    from salseg.metrics.conventions import get_convention
 
     multi = len(results) > 1
     blocks = []
@@ -272,7 +273,7 @@ def _table(results: dict) -> str:
         for ds, sc in per_ds.items():
             by_conv.setdefault(sc.summary["convention"], []).append((method, ds, sc.summary))
     for conv, entries in by_conv.items():
-        columns = SOD_COLUMNS if conv == "u2net" else DIS_COLUMNS
+        columns = TABLE_COLUMNS[get_convention(conv).table]
         head = (["Method"] if multi else []) + ["Dataset", "Images"]
         head += [f"{t} {'↑' if hi else '↓'}" for t, _, hi, _ in columns]
         rows = []

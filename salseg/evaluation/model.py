@@ -16,42 +16,29 @@ from typing import Any
 
 import numpy as np
 
-from salseg.data.io import load_image
 from salseg.data.sources import Pair
 from salseg.evaluation.folder import groups_for
 from salseg.evaluation.html import Gallery
 from salseg.evaluation.io import read_map_u8
+from salseg.evaluation.parallel import (
+    barrier,
+    launch_group,
+    leave_group,
+    predict_to_folder,
+    write_maps,
+)
+from salseg.evaluation.prediction import decode_pair, map_name, predict_pairs
 from salseg.evaluation.report import Results, check_free, write_reports
 from salseg.evaluation.scoring import DatasetScores, score_pairs
 from salseg.predict.io import write_png
-from salseg.predict.loop import predict_items
 from salseg.predict.parallel import LaunchedRank, launched_device, launched_rank, shard
-from salseg.predict.postprocess import to_uint8
 from salseg.predict.predictor import Predictor
 
-
-def decode_pair(pair: Pair) -> tuple[np.ndarray, bool]:
-    """A test image as the loop decodes it: ``load_image``, mirrored for an ``hflip`` pair."""
-    loaded = load_image(pair.image)
-    image = loaded.array
-    if pair.hflip:
-        image = np.ascontiguousarray(image[:, ::-1])
-    return image, loaded.gray
-
-
-def predict_pairs(predictor: Predictor, pairs: Sequence[Pair], batch_size: int = 4,
-                  num_workers: int = 0) -> Iterator[tuple[Pair, np.ndarray]]:
-    """Yield ``(pair, uint8 prediction at the image's size)`` for every pair, in order (the
-    shared loop of :mod:`salseg.predict.loop`; a failure is raised)."""
-    for result in predict_items(predictor, list(pairs), decode_pair, batch_size=batch_size,
-                                num_workers=num_workers):
-        result.raise_error()
-        yield result.item, to_uint8(result.alpha())
+# decode_pair and predict_pairs live in evaluation.prediction; importable from here as before
+__all__ = ["decode_pair", "evaluate_model", "map_name", "predict_pairs", "run_model_mode"]
 
 
 def _read_maps(pairs: Sequence[Pair], folder: Path) -> Iterator[tuple[Pair, np.ndarray]]:
-    from salseg.evaluation.parallel import map_name
-
     for pair in pairs:
         yield pair, read_map_u8(folder / f"{map_name(pair)}.png")
 
@@ -112,7 +99,6 @@ def evaluate_model(predictor: Predictor, test_sets: Sequence[tuple[str, Sequence
             raise ValueError("num_processes > 1 needs predictor_kwargs")
         prepare_maps()
     if launched is not None:  # (only then: a DDP training's test=true runs this on rank 0 alone)
-        from salseg.evaluation.parallel import barrier, leave_group, write_maps
 
         if launched.rank == 0:
             prepare_maps()
@@ -136,7 +122,6 @@ def evaluate_model(predictor: Predictor, test_sets: Sequence[tuple[str, Sequence
         if launched is not None:
             maps_dir = maps_folder(name)
         elif num_processes > 1:
-            from salseg.evaluation.parallel import predict_to_folder
 
             maps_dir = maps_folder(name)
             predict_to_folder(predictor_kwargs, pairs, maps_dir, num_processes, batch_size,
@@ -210,7 +195,6 @@ def run_model_mode(cfg: Any, out_dir: str | Path) -> tuple[Results, dict[str, Pa
                               "launched process already takes its shard (leave it at 1)")
     device = str(cfg.get("device", "auto"))
     if launched is not None:
-        from salseg.evaluation.parallel import launch_group
 
         launch_group(launched)
         device = launched_device(device, launched)
@@ -246,6 +230,5 @@ def run_model_mode(cfg: Any, out_dir: str | Path) -> tuple[Results, dict[str, Pa
             keep_maps=bool(cfg.get("keep_maps", False)))
     finally:
         if launched is not None:
-            from salseg.evaluation.parallel import leave_group
 
             leave_group()

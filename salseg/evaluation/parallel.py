@@ -34,14 +34,12 @@ from pathlib import Path
 from typing import Any
 
 from salseg.data.sources import Pair
+from salseg.evaluation.prediction import map_name, predict_pairs
+from salseg.predict.io import write_png
 from salseg.predict.parallel import rank_predictor, shard
 
 log = logging.getLogger(__name__)
 MANIFEST = ".manifest.json"
-
-
-def map_name(pair: Pair) -> str:
-    return pair.stem + ("__hflip" if pair.hflip else "")
 
 
 def _weights_id(weights: object) -> dict[str, Any]:
@@ -111,9 +109,6 @@ def write_maps(predictor, pairs: Sequence[Pair], folder: Path, batch_size: int =
                num_workers: int = 0) -> int:
     """Predict the pairs whose map is not in ``folder`` yet and write them (8-bit PNG);
     return how many were predicted."""
-    from salseg.evaluation.model import predict_pairs
-    from salseg.predict.io import write_png
-
     folder.mkdir(parents=True, exist_ok=True)
     todo = [p for p in pairs if not (folder / f"{map_name(p)}.png").exists()]
     for pair, pred in predict_pairs(predictor, todo, batch_size, num_workers):

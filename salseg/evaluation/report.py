@@ -24,15 +24,11 @@ from typing import Any
 from salseg.atomic import OutputExistsError, write_bytes_atomic
 from salseg.evaluation.errors import EvaluationError
 from salseg.evaluation.scoring import DatasetScores
+from salseg.metrics.conventions import CONVENTION_RECORDS, get_convention
 
 REPORT_FILES = ("metrics.json", "per_image.csv", "curves.json", "results.md", "pr_curve.png",
                 "f_curve.png", "report.html")
-CONVENTION_TEXT = {
-    "u2net": "U2-Net / BASNet convention: F-measure of the mean-over-images precision and recall "
-             "curves, 255 thresholds (Binary-Segmentation-Evaluation-Tool)",
-    "dis": "DIS convention: maximum of the mean of the per-image F-measure curves, 256 thresholds "
-           "(DIS paper toolbox = pysodmetrics)",
-}
+CONVENTION_TEXT = {name: c.description for name, c in CONVENTION_RECORDS.items()}
 # (column title, key, higher is better, format)
 SOD_COLUMNS = [("maxF", "max_f", True, ".3f"), ("MAE", "mae", False, ".3f"),
                ("wF", "wf", True, ".3f"), ("S", "sm", True, ".3f"),
@@ -40,6 +36,7 @@ SOD_COLUMNS = [("maxF", "max_f", True, ".3f"), ("MAE", "mae", False, ".3f"),
 DIS_COLUMNS = [("maxF", "max_f", True, ".3f"), ("wF", "wf", True, ".3f"),
                ("MAE", "mae", False, ".3f"), ("S", "sm", True, ".3f"),
                ("E", "mean_em", True, ".3f"), ("HCE", "hce", False, ".0f")]
+TABLE_COLUMNS = {"sod": SOD_COLUMNS, "dis": DIS_COLUMNS}  # by Convention.table
 
 Results = dict[str, dict[str, DatasetScores]]  # method -> dataset -> scores
 
@@ -106,9 +103,9 @@ def results_markdown(results: Results, title: str = "Evaluation results") -> str
             by_conv.setdefault(sc.summary["convention"], []).append((method, ds, sc.summary))
     lines = [f"# {title}", ""]
     for conv, entries in by_conv.items():
-        columns = SOD_COLUMNS if conv == "u2net" else DIS_COLUMNS
-        kind = "Salient object detection" if conv == "u2net" else "Dichotomous image segmentation"
-        lines += [f"## {kind} ({'U2-Net' if conv == 'u2net' else 'DIS'} paper layout)", "",
+        record = get_convention(conv)
+        columns = TABLE_COLUMNS[record.table]
+        lines += [f"## {record.kind} ({record.paper} paper layout)", "",
                   f"maxF: {CONVENTION_TEXT[conv]}. MAE: pysodmetrics normalisation. "
                   "Arrows: higher / lower is better.", ""]
         head = (["Method"] if multi else []) + ["Dataset", "Images"]
@@ -136,8 +133,7 @@ def results_markdown(results: Results, title: str = "Evaluation results") -> str
 
 
 def _curve_for(sc: DatasetScores) -> dict[str, list[float]]:
-    key = "mean_pr" if sc.summary["convention"] == "u2net" else "mean_curve"
-    return sc.curves[key]
+    return sc.curves[get_convention(sc.summary["convention"]).curve]
 
 
 def plot_curves(results: Results, kind: str) -> bytes:

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from salseg.metrics.base import PairScore, SumMetric
+from salseg.metrics.conventions import ALL_GROUPS, CONVENTION_RECORDS, SOD_GROUPS  # noqa: F401
 from salseg.metrics.e_measure import EMeasure
 from salseg.metrics.fmeasure import FMeasureDISValid, FMeasureMeanCurve, FMeasureMeanPR
 from salseg.metrics.hce import HumanCorrectionEffort
@@ -30,13 +31,11 @@ from salseg.metrics.relax_boundary_f import RelaxedBoundaryFMeasure
 from salseg.metrics.s_measure import SMeasure
 from salseg.metrics.weighted_f import WeightedFMeasure
 
-CONVENTIONS = ("u2net", "dis")
+CONVENTIONS = tuple(CONVENTION_RECORDS)
 RESULT_KEYS = (
     "max_f", "max_f_mean_pr", "max_f_mean_curve", "mean_f", "adp_f", "mae", "wf", "sm",
     "mean_em", "max_em", "adp_em", "relax_fb", "hce", "n_images",
 )
-ALL_GROUPS = ("fmeasure", "mae", "wf", "sm", "em", "relax_fb", "hce", "dis_valid")
-SOD_GROUPS = ("fmeasure", "mae", "wf", "sm", "em", "relax_fb")  # no HCE: slow, DIS-only
 
 
 def convention_for(dataset: str, convention: str = "auto") -> str:

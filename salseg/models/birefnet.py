@@ -313,9 +313,13 @@ def _outputs(raw: Any) -> ModelOutputs:
     logits = preds[-1]
     size = logits.shape[-2:]
     sides = [p if p.shape[-2:] == size else resize(p, size) for p in preds[:-1]] + [logits]
-    return ModelOutputs(sides=sides, features=[], prediction=logits,
-                        aux={"gdt_preds": list(gdt_preds), "gdt_labels": list(gdt_labels),
-                             "side_logits": list(preds)})
+    levels = tuple(f"level{len(preds) - i}" for i in range(len(preds) - 1)) + ("mask",)
+    aux = {"gdt_preds": list(gdt_preds), "gdt_labels": list(gdt_labels),
+           "side_logits": list(preds)}
+    names = {"sides": levels, "side_logits": levels,
+             **{k: tuple(f"{k[4:]}{i + 1}" for i in range(len(v)))
+                for k, v in aux.items() if k.startswith("gdt_")}}
+    return ModelOutputs(sides=sides, features=[], prediction=logits, aux=aux, names=names)
 
 
 def _to_official(raw: Any) -> Any:

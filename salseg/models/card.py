@@ -11,7 +11,8 @@ instead of images (the IS-Net GT encoder) and which card trains its GT encoder (
 
 The cards of the built-in architectures live beside their networks (``salseg/models/u2net.py``,
 ``salseg/models/isnet.py``) and are registered on first use of the registry; a new architecture
-is one module calling :func:`register_card` (see docs/architecture.md, "Adding a model").
+is one module calling :func:`register_card` (see docs/architecture.md, "Adding a model");
+a module outside the package is imported by the registry when ``SALSEG_MODEL_MODULES`` names it.
 
 Checkpoints, zoo entries and ONNX metadata override a card's preprocessing with
 ``dataclasses.replace(card.preprocessing, ...)``: prediction, preprocessing and export take a
@@ -19,9 +20,11 @@ Checkpoints, zoo entries and ONNX metadata override a card's preprocessing with
 """
 from __future__ import annotations
 
+import importlib
 import json
+import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -143,14 +146,47 @@ class Preprocessing:
 
 @dataclass(frozen=True)
 class ModelOutputs:
-    """A forward's output read through its card: all logits at the input size."""
+    """A forward's output read through its card.
 
-    sides: list[torch.Tensor]  # every supervised logit map (U2-Net: fused first)
-    features: list[torch.Tensor]  # feature maps for feature synchronisation (may be empty)
-    prediction: torch.Tensor  # the logit map that is the model's prediction
-    # named auxiliary outputs that are not logit maps at the input size (BiRefNet:
-    # ``gdt_preds`` / ``gdt_labels``, the gradient branch of train())
+    ``sides`` (every supervised logit map; U2-Net: fused first), ``features`` (feature maps
+    for feature synchronisation, may be empty), ``prediction`` (the logit map that is the
+    model's prediction) and ``aux``: named auxiliary outputs of the train-mode forward, each a
+    list of tensors (e.g. BiRefNet's gradient-branch predictions and labels, class logits);
+    empty for a network without any, and in eval mode for one that returns them only in
+    training.  ``names`` gives the name of every tensor per group (``"sides"``,
+    ``"features"``, and each ``aux`` key); :meth:`ModelCard.read` fills it from the card, and
+    :meth:`group` refuses a group whose tensors and names do not pair up (an 8-output network
+    with 7 names must not lose a loss term in silence).
+    """
+
+    sides: list[torch.Tensor]
+    features: list[torch.Tensor]
+    prediction: torch.Tensor
     aux: dict[str, list[torch.Tensor]] = field(default_factory=dict)
+    names: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def tensors(self, group: str) -> list[torch.Tensor]:
+        """The tensors of ``group``: ``sides``, ``features``, ``prediction`` or an ``aux`` key."""
+        if group in ("sides", "features"):
+            return list(getattr(self, group))
+        if group == "prediction":
+            return [self.prediction]
+        if group in self.aux:
+            value = self.aux[group]
+            return [value] if isinstance(value, torch.Tensor) else list(value)
+        known = ["sides", "features", "prediction", *self.aux]
+        raise ValueError(f"the model has no output group {group!r}; it has {known}")
+
+    def group(self, group: str) -> list[tuple[str, torch.Tensor]]:
+        """``(name, tensor)`` pairs of ``group``; names default to ``<group><i>`` (from 1)."""
+        tensors = self.tensors(group)
+        names = ("prediction",) if group == "prediction" else self.names.get(group)
+        if names is None:
+            names = tuple(f"{group}{i}" for i in range(1, len(tensors) + 1))
+        if len(names) != len(tensors):
+            raise ValueError(f"{len(tensors)} {group} outputs but {len(names)} names "
+                             f"{list(names)}: name every output on the model card")
+        return list(zip(names, tensors))
 
 
 @dataclass(frozen=True)
@@ -167,8 +203,14 @@ class ModelCard:
     aliases: tuple[str, ...] = ()
     encoder_prefixes: tuple[str, ...] = ()
     rembg_session: str | None = None
-    task: str = "salseg.tasks.u2net.U2NetTask"
+    aux_names: dict = field(default_factory=dict)  # aux output key -> names of its tensors
+    task: str = "salseg.tasks.TrainingTask"
     default_aug: str = "u2net_paper"
+    # the default training loss: term name -> term config (salseg.losses.terms.LossTerm)
+    loss: dict = field(default_factory=lambda: {"bce": {"criterion": "bce", "outputs": "sides"}})
+    # parameters of the backbone (names start with these) and their learning-rate multiplier
+    backbone_prefixes: tuple[str, ...] = ()
+    backbone_lr_mult: float = 1.0
     takes_masks: bool = False
     gt_encoder: str | None = None  # card trained first as this one's GT encoder (IS-Net)
     official_manifest: str | None = None  # name of its official parity fixture, if any
@@ -176,6 +218,14 @@ class ModelCard:
     onnx_opset: int | None = None  # lowest ONNX opset the export needs (BiRefNet: 19)
     onnx_dynamic_size: bool = True  # False: only the batch axis of the export is dynamic
     notes: dict = field(default_factory=dict)
+
+    def read(self, raw: Any) -> ModelOutputs:
+        """``outputs(raw)`` with every group named from the card (``side_names``,
+        ``feature_names``, ``aux_names``)."""
+        out = self.outputs(raw)
+        names = {"sides": tuple(self.side_names), "features": tuple(self.feature_names),
+                 **{k: tuple(v) for k, v in self.aux_names.items()}, **out.names}
+        return replace(out, names=names)
 
     def official_flat(self, raw: Any) -> list[torch.Tensor]:
         """The official outputs as one flat list: side probabilities, then features."""
@@ -196,6 +246,12 @@ class ModelCard:
         return not self.takes_masks
 
 
+#: the modules that register the built-in cards (each network module registers its own cards;
+#: named, not imported, here: the registry sits below the networks)
+BUILTIN_CARD_MODULES = ("salseg.models.birefnet", "salseg.models.isnet", "salseg.models.u2net")
+#: environment variable naming modules (outside salseg) that register more cards
+MODEL_MODULES_ENV = "SALSEG_MODEL_MODULES"
+
 _CARDS: dict[str, ModelCard] = {}
 _ALIASES: dict[str, str] = {}
 _BUILTIN_LOADED = False
@@ -205,9 +261,10 @@ def _load_builtin() -> None:
     global _BUILTIN_LOADED
     if not _BUILTIN_LOADED:
         _BUILTIN_LOADED = True
-        import salseg.models.birefnet  # noqa: F401 - registers the BiRefNet cards
-        import salseg.models.isnet  # noqa: F401 - registers the IS-Net cards
-        import salseg.models.u2net  # noqa: F401 - registers the U2-Net cards
+        # the built-in cards, then cards outside the package (SALSEG_MODEL_MODULES=pkg.mod,...)
+        extra = [m.strip() for m in os.environ.get(MODEL_MODULES_ENV, "").split(",")]
+        for module in (*BUILTIN_CARD_MODULES, *filter(None, extra)):
+            importlib.import_module(module)
 
 
 def register_card(card: ModelCard, replace: bool = False) -> ModelCard:

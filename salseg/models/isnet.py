@@ -139,6 +139,10 @@ def _to_official(raw: tuple[Sequence[torch.Tensor], Sequence[torch.Tensor]]
 _SIDES = tuple(f"side{i}" for i in range(1, 7))
 _FEATURES = tuple(f"feat{i}" for i in range(1, 7))
 _ENCODER = ("conv_in", *(f"stage{i}." for i in range(1, 7)))
+# muti_loss_fusion (6 side BCEs) and muti_loss_fusion_kl (+ MSE to the GT encoder's features)
+_BCE_LOSS = {"bce": {"criterion": "bce", "outputs": "sides"}}
+_SYNC_LOSS = {**_BCE_LOSS, "sync": {"criterion": "feature", "mode": "MSE", "outputs": "features",
+                                    "target": "gt_encoder"}}
 
 # Official ``Inference.py`` (OFFICIAL_NOTES §3.4, §3.6): 1024x1024, F.interpolate bilinear then
 # uint8 truncation, /255, mean 0.5, std 1.0 (a grayscale image is replicated: the official DIS
@@ -155,11 +159,11 @@ GT_ENCODER_PREPROCESSING = Preprocessing(input_size=(1024, 1024), scale="255", m
 GT_ENCODER_CARD = register_card(ModelCard(
     name="isnet_gt_encoder", build=ISNetGTEncoder, preprocessing=GT_ENCODER_PREPROCESSING,
     outputs=_outputs, to_official=_to_official, side_names=_SIDES, feature_names=_FEATURES,
-    aliases=("gt_encoder",), encoder_prefixes=_ENCODER, task="salseg.tasks.GTEncoderTask",
+    aliases=("gt_encoder",), encoder_prefixes=_ENCODER, loss=_BCE_LOSS,
     default_aug="isnet_paper", takes_masks=True, official_manifest="isnet_gt_encoder"))
 ISNET_CARD = register_card(ModelCard(
     name="isnet", build=ISNet, preprocessing=ISNET_PREPROCESSING, outputs=_outputs,
     to_official=_to_official, side_names=_SIDES, feature_names=_FEATURES,
     aliases=("isnetdis", "isnet_dis", "isnet-general-use"), encoder_prefixes=_ENCODER,
-    rembg_session="dis_custom", task="salseg.tasks.ISNetTask", default_aug="isnet_paper",
+    rembg_session="dis_custom", default_aug="isnet_paper", loss=_SYNC_LOSS,
     gt_encoder="isnet_gt_encoder", official_manifest="isnetdis"))

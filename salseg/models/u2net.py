@@ -114,7 +114,8 @@ _U2NET_COMMON = dict(
     preprocessing=U2NET_PREPROCESSING, outputs=_outputs, to_official=_to_official,
     side_names=("fused", *(f"side{i}" for i in range(1, 7))),
     encoder_prefixes=tuple(f"stage{i}." for i in range(1, 7)),
-    rembg_session="u2net_custom", task="salseg.tasks.U2NetTask", default_aug="u2net_paper",
+    rembg_session="u2net_custom", default_aug="u2net_paper",
+    loss={"bce": {"criterion": "bce", "outputs": "sides"}},  # muti_bce_loss_fusion: 7 BCEs, weights 1
 )
 U2NET_CARD = register_card(ModelCard(name="u2net", build=U2Net, official_manifest="u2net",
                                      **_U2NET_COMMON))

@@ -29,31 +29,7 @@ from torch import nn
 
 from salseg.models.errors import WeightsError
 from salseg.models.registry import canonical_name, create_model, model_names
-
-PREFIXES = ("module.", "_orig_mod.")
-WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "params")
-TASK_PREFIX = "model."  # where the LightningModules of salseg.tasks keep the network
-
-
-def _strip(key: str) -> str:
-    changed = True
-    while changed:
-        changed = False
-        for p in PREFIXES:
-            if key.startswith(p):
-                key, changed = key[len(p):], True
-    return key
-
-
-def _unwrap(obj: object, path: Path) -> Mapping[str, torch.Tensor]:
-    if isinstance(obj, Mapping):
-        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-            return obj
-        for k in WRAPPER_KEYS:
-            if k in obj and isinstance(obj[k], Mapping):
-                return _unwrap(obj[k], path)
-    raise WeightsError(f"{path}: no state dict found (top-level type {type(obj).__name__}"
-                       + (f", keys {sorted(obj)[:8]}" if isinstance(obj, Mapping) else "") + ")")
+from salseg.models.state_dict_io import read_state_dict_file
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -95,7 +71,8 @@ def _not_a_file(path: Path) -> str:
 
 
 def read_state_dict(path: str | Path, prefix: str | None = None) -> OrderedDict[str, torch.Tensor]:
-    """Read the network's state dict from any supported file, with wrapper prefixes removed.
+    """Read the network's state dict from any supported file or model-zoo name, with wrapper
+    prefixes removed (:func:`salseg.models.state_dict_io.read_state_dict_file`).
 
     ``prefix`` selects a sub-module of a Lightning checkpoint (default ``"model."``); for other
     files, keys are only stripped of ``module.`` / ``_orig_mod.``.
@@ -103,37 +80,7 @@ def read_state_dict(path: str | Path, prefix: str | None = None) -> OrderedDict[
     path = resolve_checkpoint(path)
     if not path.is_file():
         raise WeightsError(_not_a_file(path))
-    if path.stat().st_size == 0:
-        raise WeightsError(f"{path}: checkpoint file is empty (0 bytes)")
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            raw: Mapping[str, torch.Tensor] = load_file(str(path), device="cpu")
-        except Exception as exc:  # noqa: BLE001 - re-raised with the file name
-            raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
-    elif suffix == ".onnx":
-        from salseg.models.onnx_import import onnx_to_state_dict
-
-        raw = onnx_to_state_dict(path)
-    else:
-        try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001
-            raise WeightsError(f"{path}: cannot be read as a PyTorch checkpoint ({exc})") from exc
-        if isinstance(obj, Mapping) and "state_dict" in obj and "pytorch-lightning_version" in obj:
-            sd = obj["state_dict"]
-            want = TASK_PREFIX if prefix is None else prefix
-            raw = OrderedDict((k[len(want):], v) for k, v in sd.items() if k.startswith(want))
-            if not raw:
-                raise WeightsError(f"{path}: Lightning checkpoint has no weights under {want!r}")
-        else:
-            raw = _unwrap(obj, path)
-    out: OrderedDict[str, torch.Tensor] = OrderedDict()
-    for k, v in raw.items():
-        out[_strip(k)] = v
-    return out
+    return read_state_dict_file(path, prefix)
 
 
 @functools.cache

@@ -31,7 +31,7 @@ from PIL import Image
 
 from salseg.data.errors import DataError
 from salseg.data.io import image_size, load_image, read_image
-from salseg.predict.compose import background_like, composite, cutout, decontaminate, preview
+from salseg.predict.compose import decontaminate, render_output
 from salseg.predict.inputs import (
     InputItem,
     InputProblem,
@@ -41,7 +41,6 @@ from salseg.predict.inputs import (
 )
 from salseg.predict.io import OutputExistsError, write_png
 from salseg.predict.loop import Prediction, predict_items
-from salseg.predict.postprocess import to_uint8
 from salseg.predict.predictor import Predictor
 
 DEFAULT_MAX_PIXELS = 89_478_485  # Pillow's own decompression-bomb warning threshold
@@ -128,15 +127,7 @@ def write_outputs(image: np.ndarray | None, alpha: np.ndarray, targets: dict[str
         fg = decontaminate(image, alpha)
     written = 0
     for kind, path in targets.items():
-        if kind == "mask":
-            array = to_uint8(alpha)
-        elif kind == "cutout":
-            array = cutout(image, alpha, fg)
-        elif kind == "composite":
-            bg = background_like(image, save.bg_color, background)
-            array = composite(image, alpha, bg, fg)
-        else:
-            array = preview(image, alpha, fg)
+        array = render_output(kind, image, alpha, fg, save.bg_color, background)
         try:
             write_png(array, path, overwrite=save.overwrite)
             written += 1

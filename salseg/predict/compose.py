@@ -117,3 +117,20 @@ def preview(image: np.ndarray, alpha: np.ndarray, decontaminated: np.ndarray | N
     over = composite(image, alpha, checkerboard(height, width), decontaminated)
     gap = np.full((h, 4, 3), 255, dtype=np.uint8)
     return np.concatenate([fit(image), gap, fit(mask), gap, fit(over)], axis=1)
+
+
+def render_output(kind: str, image: np.ndarray | None, alpha: np.ndarray,
+                  fg: np.ndarray | None = None, bg_color: str | tuple[int, int, int] = "white",
+                  background: np.ndarray | str | Path | None = None) -> np.ndarray:
+    """The array of one output ``kind`` (``mask``, ``cutout``, ``composite``, ``preview``):
+    the one render path of ``salseg-predict``'s files and ``salseg-serve``'s responses.
+    ``fg``: the decontaminated foreground, when asked for (computed once per image)."""
+    if kind == "mask":
+        return to_uint8(alpha)
+    if image is None:
+        raise ValueError("the image is needed for cut-outs, composites and previews")
+    if kind == "cutout":
+        return cutout(image, alpha, fg)
+    if kind == "composite":
+        return composite(image, alpha, background_like(image, bg_color, background), fg)
+    return preview(image, alpha, fg)

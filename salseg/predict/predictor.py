@@ -53,6 +53,7 @@ from salseg.predict.postprocess import (
     to_uint8,
 )
 from salseg.predict.preprocess import Preprocessor
+from salseg.weights import resolve as resolve_weights_file
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +166,7 @@ class Predictor:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         self.device = resolve_device(device)
+        resolved = None
         auto = backend == "auto"
         if auto:  # the faster installed back-end for this device (docs/performance.md)
             backend = auto_backend(self.device, precision)
@@ -193,9 +195,15 @@ class Predictor:
             if precision != "fp32":
                 raise ValueError("the onnx backend runs the graph's own precision; use fp32")
             self.runner: TorchRunner | OnnxRunner = OnnxRunner(path, self.device, onnx_threads)
+        elif isinstance(weights, (str, Path)):  # one read of the file (salseg.weights)
+            resolved = resolve_weights_file(weights, model)
+            meta, name, net = resolved.metadata, resolved.name, resolved.build()
+            if backend == "onnx":  # auto on the CPU with non-ONNX weights: export, then run
+                self.runner = exported_onnx_runner(net, name, self.device, onnx_threads)
+            else:
+                self.runner = TorchRunner(net, name, self.device, precision, channels_last)
         else:
-            meta = checkpoint_meta(weights) if isinstance(weights, (str, Path)) else {}
-            model = model or meta.get("name")
+            meta = {}
             net, name = build_model(weights, model)
             if backend == "onnx":  # auto on the CPU with non-ONNX weights: export, then run
                 self.runner = exported_onnx_runner(net, name, self.device, onnx_threads)
@@ -208,7 +216,9 @@ class Predictor:
         if not self.card.can_predict:
             raise ValueError(f"{name} takes masks, not images: it cannot predict")
         # the preprocessing the weights were trained with (checkpoint / ONNX metadata / zoo)
-        self.preprocessor = Preprocessor(weights_preprocessing(weights, name), input_size, resize,
+        trained = (resolved.preprocessing if resolved is not None and resolved.name == name
+                   else weights_preprocessing(weights, name))
+        self.preprocessor = Preprocessor(trained, input_size, resize,
                                          overrides=self.meta.get("preprocessing"))
         if normalization is None:
             normalization = self.preprocessor.preprocessing.normalization

@@ -28,10 +28,10 @@ from PIL import Image
 
 from salseg.data.errors import DataError
 from salseg.data.io import image_size, load_image
-from salseg.predict.compose import background_like, composite, cutout, decontaminate, preview
+from salseg.predict.compose import decontaminate, render_output
 from salseg.predict.inputs import OUTPUT_KINDS
 from salseg.predict.io import encode_png
-from salseg.predict.postprocess import RefineOptions, check_refine_bounds, to_uint8
+from salseg.predict.postprocess import RefineOptions, check_refine_bounds
 from salseg.predict.predictor import Predictor
 
 
@@ -109,16 +109,8 @@ def finish(predictor: Predictor, prob: torch.Tensor, size: tuple[int, int],
 
 def render(image: np.ndarray, alpha: np.ndarray, options: RenderOptions) -> bytes:
     """PNG bytes of one output, built exactly as ``salseg-predict`` builds the file."""
-    if options.kind == "mask":
-        return encode_png(to_uint8(alpha))
-    fg = decontaminate(image, alpha) if options.decontaminate else None
-    if options.kind == "cutout":
-        array = cutout(image, alpha, fg)
-    elif options.kind == "composite":
-        array = composite(image, alpha, background_like(image, options.bg_color), fg)
-    else:
-        array = preview(image, alpha, fg)
-    return encode_png(array)
+    fg = decontaminate(image, alpha) if options.decontaminate and options.kind != "mask" else None
+    return encode_png(render_output(options.kind, image, alpha, fg, options.bg_color))
 
 
 def pixel_pipeline(predictor: Predictor) -> Predictor:

@@ -233,15 +233,18 @@ class SegmentationTask(L.LightningModule):
 
     # -------------------------------------------------------------- optimizer
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.model.parameters()]
         factory = self.optimizer_factory or functools.partial(
             torch.optim.Adam, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0)
-        optimizer = factory(params, **self._fused_kwargs(factory))
+        optimizer = factory(self.optimizer_params(factory), **self._fused_kwargs(factory))
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval}}
+
+    def optimizer_params(self, factory: Callable) -> list:
+        """The parameters (or parameter groups) given to the optimizer."""
+        return list(self.model.parameters())
 
     def _fused_kwargs(self, factory: Callable) -> dict:
         """``{"fused": True}`` for Adam/AdamW on CUDA (one kernel for all parameters) unless the

@@ -1,28 +1,33 @@
-"""``U2NetTask``: deep-supervised training of U2-Net / U2-NetP (paper §3.3, official
-``u2net_train.py``): BCE of the fused map plus BCE of each of the six side maps, weights 1,
-computed from logits.  ``loss_weights`` (7 values, fused first) makes the weights configurable;
-``loss_form`` chooses ``logits`` (default) or ``official`` (``nn.BCELoss`` on sigmoid outputs,
-fp32 only; :mod:`salseg.losses.bce`).
+"""``U2NetTask``: the name older configs and checkpoints use for U2-Net / U2-NetP training.
+
+U2-Net's loss (paper §3.3, official ``u2net_train.py``: BCE of the fused map plus BCE of each
+of the six side maps, weights 1) is the card's default loss of the one training task,
+:class:`salseg.tasks.TrainingTask`.  This subclass only maps the old keyword ``loss_weights``
+(7 values, fused first) onto the ``bce`` term.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
-from salseg.losses import DeepSupervisionBCE
-from salseg.tasks.base import SegmentationTask
-
-TERM_NAMES = ["bce_fused"] + [f"bce_side{i}" for i in range(1, 7)]
+from salseg.models.card import get_card
+from salseg.tasks.generic import TrainingTask
 
 
-class U2NetTask(SegmentationTask):
+def with_weights(loss: Any, name: str, term: str, **values: Any) -> Any:
+    """``loss`` (default: the card's) with the non-``None`` ``values`` set on ``term``."""
+    values = {k: (list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v)
+              for k, v in values.items() if v is not None}
+    if not values:
+        return loss
+    loss = {k: dict(v) for k, v in (get_card(name).loss if loss is None else loss).items()}
+    if term in loss:
+        loss[term].update(values)
+    return loss
+
+
+class U2NetTask(TrainingTask):
     def __init__(self, name: str = "u2net", loss_weights: Sequence[float] | None = None,
-                 loss_form: str = "logits", **kwargs: Any) -> None:
+                 **kwargs: Any) -> None:
+        kwargs["loss"] = with_weights(kwargs.get("loss"), name, "bce", weight=loss_weights)
         super().__init__(name=name, **kwargs)
-        self.criterion = DeepSupervisionBCE(weights=loss_weights, form=loss_form)
-
-    def compute_loss(self, batch: dict, outputs: Any) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        total, terms = self.criterion(self.card.outputs(outputs).sides, batch["mask"])
-        return total, dict(zip(TERM_NAMES, terms))

@@ -15,6 +15,8 @@ tools only ever see saved PNGs.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -30,9 +32,27 @@ from salseg.metrics.fmeasure import (
 from salseg.metrics.mae import MAE
 from salseg.metrics.protocol import gt_to_u8
 
+
+@dataclass(frozen=True)
+class ValConvention:
+    """How validation scores one convention: its maxF metric, and whether it scores the maps
+    ``salseg-predict`` saves (restored to the GT size, 8 bits) or IS-Net's ``valid()`` on
+    float maps."""
+
+    name: str
+    fmeasure: type
+    predict_restored: bool = True
+    float_maps: bool = False
+
+
+VAL_CONVENTIONS = {c.name: c for c in (
+    ValConvention("u2net", FMeasureMeanPR),
+    ValConvention("dis", FMeasureMeanCurve),
+    ValConvention("dis_valid", FMeasureDISValid, predict_restored=False, float_maps=True),
+)}
 # conventions scored on the maps salseg-predict saves (restored to the GT size, 8 bits)
-PREDICT_RESTORED = ("u2net", "dis")
-CONVENTIONS = {"u2net": FMeasureMeanPR, "dis": FMeasureMeanCurve, "dis_valid": FMeasureDISValid}
+PREDICT_RESTORED = tuple(n for n, c in VAL_CONVENTIONS.items() if c.predict_restored)
+CONVENTIONS = {n: c.fmeasure for n, c in VAL_CONVENTIONS.items()}
 
 
 class DISValidFloat(SumMetric):
@@ -69,7 +89,7 @@ class ValidationMetrics(nn.Module):
         if convention not in CONVENTIONS:
             raise ValueError(f"val_convention must be one of {sorted(CONVENTIONS)}, got {convention!r}")
         self.convention = convention
-        self.float_metric = DISValidFloat() if convention == "dis_valid" else None
+        self.float_metric = DISValidFloat() if VAL_CONVENTIONS[convention].float_maps else None
         self.fmeasure = None if self.float_metric is not None else CONVENTIONS[convention]()
         self.mae = None if self.float_metric is not None else MAE()
 

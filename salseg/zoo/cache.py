@@ -55,14 +55,11 @@ from filelock import FileLock
 
 from salseg.atomic import mkstemp, write_text_atomic
 from salseg.zoo.catalogue import Source, ZooEntry
+from salseg.zoo.errors import ZooError
 
 log = logging.getLogger(__name__)
 READ_TIMEOUT = 60.0  # seconds one network read may wait
 DEFAULT_DEADLINE = 3600.0  # seconds one file's transfer may take (SALSEG_DOWNLOAD_DEADLINE)
-
-
-class ZooError(RuntimeError):
-    """A zoo file could not be obtained or failed verification."""
 
 
 class ChecksumError(ZooError):

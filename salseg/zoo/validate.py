@@ -49,7 +49,7 @@ def _fits(state_dict: Mapping[str, torch.Tensor], entry: ZooEntry) -> str | None
 def read_tensors(path: Path, fmt: str, entry: ZooEntry) -> Mapping[str, torch.Tensor]:
     """The state dict in ``path`` read as ``fmt`` (pth / safetensors / onnx)."""
     from salseg.models.errors import WeightsError
-    from salseg.models.weights import read_state_dict
+    from salseg.models.state_dict_io import read_state_dict_file
 
     if fmt == "safetensors":
         from safetensors.torch import load_file
@@ -64,7 +64,7 @@ def read_tensors(path: Path, fmt: str, entry: ZooEntry) -> Mapping[str, torch.Te
     if not head.startswith((b"PK\x03\x04", b"\x80")):  # torch.save: a zip archive or a pickle
         raise ValueError(f"neither a zip archive nor a pickle; it starts with {head!r}")
     try:  # a suffix other than .safetensors / .onnx: torch.load(weights_only=True)
-        return read_state_dict(path)
+        return read_state_dict_file(path)
     except WeightsError as exc:
         raise ValueError(str(exc).replace(f"{path}: ", "")) from None
 
@@ -72,7 +72,7 @@ def read_tensors(path: Path, fmt: str, entry: ZooEntry) -> Mapping[str, torch.Te
 def validate_download(path: Path, source: Source, entry: ZooEntry) -> None:
     """Raise :class:`~salseg.zoo.cache.ZooError` unless ``path`` is a loadable ``source.format``
     file whose tensors fit ``entry``'s architecture."""
-    from salseg.zoo.cache import ZooError
+    from salseg.zoo.errors import ZooError
 
     kind = {"pth": "PyTorch checkpoint (weights_only)", "onnx": "ONNX graph",
             "safetensors": "safetensors file"}.get(source.format, source.format)
