@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -80,5 +81,32 @@ def read_state_dict_file(path: Path, prefix: str | None = None) -> OrderedDict[s
     return out
 
 
-__all__ = ["PREFIXES", "TASK_PREFIX", "WRAPPER_KEYS", "read_state_dict_file", "strip_prefixes",
+class Mismatch(NamedTuple):
+    """How a state dict differs from a module's: keys missing, keys unexpected, and keys of
+    another shape (``"key (got) != (want)"``), each sorted; ``num_batches_tracked`` ignored
+    (BatchNorm fills it in)."""
+
+    missing: list[str]
+    unexpected: list[str]
+    shapes: list[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.shapes)
+
+
+def compare_state_dicts(want: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor]
+                        ) -> Mismatch:
+    """The :class:`Mismatch` of ``got`` against ``want`` (a module's ``state_dict()``, meta
+    tensors are fine)."""
+    def shapes(sd: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(v.shape) for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+
+    w, g = shapes(want), shapes(got)
+    return Mismatch(missing=sorted(set(w) - set(g)), unexpected=sorted(set(g) - set(w)),
+                    shapes=[f"{k} {g[k]} != {w[k]}" for k in sorted(set(w) & set(g))
+                            if w[k] != g[k]])
+
+
+__all__ = ["PREFIXES", "TASK_PREFIX", "WRAPPER_KEYS", "Mismatch", "compare_state_dicts",
+           "read_state_dict_file", "strip_prefixes",
            "unwrap_state_dict"]

@@ -29,7 +29,7 @@ from torch import nn
 
 from salseg.models.errors import WeightsError
 from salseg.models.registry import canonical_name, create_model, model_names
-from salseg.models.state_dict_io import read_state_dict_file
+from salseg.models.state_dict_io import compare_state_dicts, read_state_dict_file
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -109,12 +109,8 @@ def load_weights(model: nn.Module, path: str | Path, name: str | None = None,
                  prefix: str | None = None) -> nn.Module:
     """Load ``path`` into ``model`` with ``strict=True``; raise ``WeightsError`` on any mismatch."""
     state_dict = read_state_dict(path, prefix=prefix)
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in state_dict if k not in expected]
-    wrong_shape = [f"{k} {tuple(state_dict[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
-                   if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)]
-    if missing or unexpected or wrong_shape:
+    missing, unexpected, wrong_shape = found = compare_state_dicts(model.state_dict(), state_dict)
+    if found:
         target = canonical_name(name) if name else type(model).__name__
         lines = [f"{path}: checkpoint does not fit {target}"]
         if missing:

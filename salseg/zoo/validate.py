@@ -24,18 +24,14 @@ def _summary(keys: list[str], limit: int = 4) -> str:
 def _fits(state_dict: Mapping[str, torch.Tensor], entry: ZooEntry) -> str | None:
     """Why ``state_dict`` does not fit ``entry``'s architecture, or ``None`` when it does."""
     from salseg.models.registry import create_model
+    from salseg.models.state_dict_io import compare_state_dicts
 
     with torch.device("meta"):
         model = create_model(entry.architecture, **entry.model_kwargs)
-    want = {k: tuple(v.shape) for k, v in model.state_dict().items()
-            if not k.endswith("num_batches_tracked")}
-    got = {k: tuple(v.shape) for k, v in state_dict.items()
-           if not k.endswith("num_batches_tracked")}
-    missing = sorted(set(want) - set(got))
-    unexpected = sorted(set(got) - set(want))
-    shapes = sorted(k for k in set(want) & set(got) if want[k] != got[k])
-    if not (missing or unexpected or shapes):
+    found = compare_state_dicts(model.state_dict(), state_dict)
+    if not found:
         return None
+    missing, unexpected, shapes = found
     parts = []
     if missing:
         parts.append(f"{len(missing)} missing tensor(s) ({_summary(missing)})")
