@@ -32,8 +32,8 @@ from doc_sandbox import REPO, build_sandbox, sandbox_env, write_u2netp_weights
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 KEY_DOCS = [*DOCS, REPO / "data" / "README.md"]
-MARK = re.compile(r"^<!--\s*doc-test:\s*(\S+)\s*(.*?)\s*-->\s*$")
-FENCE = re.compile(r"^```(\S*)\s*$")
+MARK = re.compile(r"^\s*<!--\s*doc-test:\s*(\S+)\s*(.*?)\s*-->\s*$")
+FENCE = re.compile(r"^(\s*)```(\S*)\s*$")  # indented fences too (inside a list item)
 LANGUAGES = {"bash", "text", "python", "yaml", "json", "toml"}
 GROUPS = ("data", "aug", "model", "trainer", "callbacks", "logger", "paths")
 
@@ -61,12 +61,14 @@ def blocks(doc: Path) -> list[Block]:
         if not m:
             i += 1
             continue
-        start, lang = i, m.group(1)
+        start, indent, lang = i, m.group(1), m.group(2)
         j = i + 1
-        while j < len(lines) and not lines[j].startswith("```"):
+        while j < len(lines) and not lines[j].lstrip().startswith("```"):
             j += 1
         mark = MARK.match(lines[start - 1]) if start > 0 else None
-        out.append(Block(doc, start + 1, lang, "\n".join(lines[start + 1:j]) + "\n",
+        body = [line[len(indent):] if line.startswith(indent) else line
+                for line in lines[start + 1:j]]
+        out.append(Block(doc, start + 1, lang, "\n".join(body) + "\n",
                          mark.group(1) if mark else None, mark.group(2) if mark else ""))
         i = j + 1
     return out
@@ -83,6 +85,19 @@ def test_every_fence_names_its_language():
     assert not bad, f"fence without a known language (bash for commands, text for output): {bad}"
 
 
+def test_every_fence_is_seen():
+    """No fence hides from the parser (an indented one in a list item, a ``~~~`` one): every
+    line that opens or closes a fence belongs to a parsed block, so a command that is neither
+    run nor marked cannot exist."""
+    for doc in DOCS:
+        lines = doc.read_text().splitlines()
+        fences = [n for n, line in enumerate(lines, 1) if line.lstrip().startswith(("```", "~~~"))]
+        parsed = [b for b in ALL if b.doc == doc]
+        assert len(fences) == 2 * len(parsed), (
+            f"{doc.relative_to(REPO)}: {len(fences)} fence lines, {len(parsed)} parsed blocks "
+            f"(fence lines {fences})")
+
+
 def test_doc_test_marks_are_well_formed():
     marks, skips = [], 0
     for doc in DOCS:
@@ -96,7 +111,7 @@ def test_doc_test_marks_are_well_formed():
             kind, reason = m.groups()
             assert kind in ("skip", "slow"), f"{where}: unknown mark {kind!r}"
             nxt = lines[n + 1] if n + 1 < len(lines) else ""
-            assert nxt.startswith("```bash"), f"{where}: a mark must precede a ```bash fence"
+            assert nxt.lstrip().startswith("```bash"), f"{where}: a mark must precede a ```bash fence"
             if kind == "skip":
                 skips += 1
                 assert len(reason.split()) >= 2, f"{where}: a skip needs a reason"
