@@ -374,6 +374,16 @@ def test_readme_top_to_bottom(tmp_path):
     assert "source .venv/bin/activate" in proc.stdout  # make install / the demo say it
 
 
+def test_the_readme_demo_figure_is_the_demo_s_own_line():
+    """Issue 20 item 9: the README's demo time is quoted from the demo's "finished in" line,
+    which names the cores and the load average (no hand-written "~3 min")."""
+    line = re.compile(r"finished in \d+ s \(\d+ CPU cores, load average \d+\.\d\)")
+    assert line.search((REPO / "README.md").read_text()), "README: quote make demo's finished-in line"
+    demo = (REPO / "scripts" / "demo.py").read_text()
+    assert "finished in {time.time() - start:.0f} s " in demo
+    assert "({os.cpu_count()} CPU cores, load average {load:.1f})" in demo
+
+
 def test_docs_do_not_point_outside_the_repository():
     """Issue 20 item 7: a clone has no ../shared and no OFFICIAL_NOTES; docs/official.md states
     what the project takes from the official code."""
