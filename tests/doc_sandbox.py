@@ -9,7 +9,8 @@ What the docs' commands name, present with tiny content (32-48 px images, a few 
   ``data/DIS5K/DIS-TE1/gt`` and ``data/ECSSD/gt`` (same stems);
 * ``u2netp.pth``: a U2-NetP state dict (random weights) where a command names the official file;
   the slow blocks get what they name on demand (``tests/test_docs_commands.py``, ``prepare``):
-  ``u2net.pth`` (random U2-Net), ``make demo``'s checkpoint (``python train.py experiment=demo``
+  ``u2net.pth`` (random U2-Net), ``u2net.onnx`` (exported from it, in place of rembg's file),
+  ``make demo``'s checkpoint (``python train.py experiment=demo``
   on the tiny settings), and ``outputs/finetune/<run>`` (the fine-tuning block of
   docs/finetune.md, run first; ``<run>`` is replaced by its name);
 * ``train.py``, ``eval.py``, ``predict.py``: the repository's entry points; ``train.py`` and

@@ -296,10 +296,15 @@ DEMO_CKPTS = "outputs/demo/train/checkpoints"
 
 def prepare(block: Block, sandbox: Path, env: dict[str, str]) -> Block:
     """What a slow block names beyond the sandbox, made on demand (placeholders filled from a
-    fixture): ``u2net.pth``, ``make demo``'s checkpoint, a fine-tuning run for ``<run>``."""
+    fixture): ``u2net.pth``, ``u2net.onnx`` (exported from it), ``make demo``'s checkpoint, a
+    fine-tuning run for ``<run>``."""
     text = block.text
-    if "u2net.pth" in text:
+    if "u2net.pth" in text or "u2net.onnx" in text:
         write_weights(sandbox / "u2net.pth", "u2net")
+    if "--import-onnx u2net.onnx" in text and not (sandbox / "u2net.onnx").exists():
+        export = Block(block.doc, block.line, "bash",
+                       "salseg-export --model u2net --weights u2net.pth -o u2net.onnx\n", None, "")
+        _check(export, run_block(export, sandbox, env))  # in place of rembg's u2net.onnx
     if DEMO_CKPTS in text and not list((sandbox / DEMO_CKPTS).glob("epoch*.ckpt")):
         demo = Block(block.doc, block.line, "bash", "python train.py experiment=demo\n", None, "")
         _check(demo, run_block(demo, sandbox, env))
