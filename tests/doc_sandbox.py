@@ -8,6 +8,11 @@ What the docs' commands name, present with tiny content (32-48 px images, a few 
 * ``results/u2net``, ``runs/a``, ``runs/b``: saved maps, scored against ``data/DUTS-TE/DUTS-TE-Mask``,
   ``data/DIS5K/DIS-TE1/gt`` and ``data/ECSSD/gt`` (same stems);
 * ``u2netp.pth``: a U2-NetP state dict (random weights) where a command names the official file;
+  the slow blocks get what they name on demand (``tests/test_docs_commands.py``, ``prepare``):
+  ``u2net.pth`` (random U2-Net), ``u2net.onnx`` (exported from it, in place of rembg's file),
+  ``make demo``'s checkpoint (``python train.py experiment=demo``
+  on the tiny settings), and ``outputs/finetune/<run>`` (the fine-tuning block of
+  docs/finetune.md, run first; ``<run>`` is replaced by its name);
 * ``train.py``, ``eval.py``, ``predict.py``: the repository's entry points; ``train.py`` and
   ``eval.py`` append the overrides of ``$DOC_TEST_TRAIN_OVERRIDES`` / ``$DOC_TEST_EVAL_OVERRIDES``
   (tiny sizes, one short epoch: what the demo's own settings do, smaller), so a documented
@@ -94,16 +99,21 @@ def build_sandbox(root: Path) -> Path:
     return root
 
 
-def write_u2netp_weights(path: Path) -> Path:
-    """A U2-NetP state dict (seeded random weights) where a doc names ``u2netp.pth``."""
+def write_weights(path: Path, model: str = "u2netp") -> Path:
+    """A state dict of ``model`` (seeded random weights) where a doc names the official file
+    (``u2netp.pth``, ``u2net.pth``)."""
     import torch
 
     from salseg.models import create_model
 
     if not path.exists():
         torch.manual_seed(0)
-        torch.save(create_model("u2netp").state_dict(), path)
+        torch.save(create_model(model).state_dict(), path)
     return path
+
+
+def write_u2netp_weights(path: Path) -> Path:
+    return write_weights(path, "u2netp")
 
 
 def sandbox_env(root: Path) -> dict[str, str]:

@@ -173,3 +173,22 @@ def test_reproduce_checks_the_data_before_downloading(server, tmp_path):
         assert f"- {name}: " in proc.stderr, name  # one error line names every set
     assert server.hits == []
     assert not (tmp_path / "home" / "zoo" / "downloads").exists()
+
+
+def test_reproduce_with_a_checkpoint_at_hand_names_every_missing_set(tmp_path):
+    """Issue 20 item 6, second half: with ``ckpt=`` a local file, the missing data was reported
+    one set at a time (the first of six); now all six in one error, exit 2."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    import torch
+
+    from salseg.models import create_model
+
+    torch.manual_seed(0)
+    torch.save(create_model("u2netp").state_dict(), tmp_path / "w.pth")
+    proc = launch(tmp_path, {}, "reproduce=u2netp", f"ckpt={tmp_path / 'w.pth'}",
+                  f"data.root={empty}")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr.startswith("salseg-eval: error: 6 of 6 test sets not found")
+    for name in SOD_SETS:
+        assert f"- {name}: " in proc.stderr, name
