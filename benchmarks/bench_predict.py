@@ -23,6 +23,12 @@ for (``timing.paired_ratio``).  A CUDA row is added when a GPU is present.
 Prints ``RATIO predict_torch_vs_onnxruntime_<model> x low high mark`` (torch / onnxruntime)
 and ``RATIO predict_vs_rembg_<model> ...`` = best salseg CPU back-end / rembg.
 
+BiRefNet_lite (``birefnet_lite``): ``salseg torch cpu`` against a minimal reimplementation of
+the official ``inference.py`` written here (``cv2.imread``, ``cv2.resize`` INTER_LINEAR to the
+input size, BGR -> RGB, ``ToTensor`` + ImageNet ``Normalize``, ``model(x)[-1].sigmoid()``,
+``F.interpolate(..., align_corners=True)`` to the original size, ``ToPILImage`` -> PNG), the
+same network; 1024x1024 (``--quick``: 256).  Prints ``RATIO predict_vs_official_birefnet_lite``.
+
 Data-parallel prediction (``salseg-predict --num-processes``): the first model's images are
 predicted by :func:`salseg.predict.parallel.predict_files_parallel` with 1 process (all CPU
 threads) and with ``--processes`` processes (``cpu_count // N`` threads each), one whole call per window,
@@ -55,7 +61,9 @@ from salseg.predict.inputs import InputItem  # noqa: E402
 from salseg.predict.predictor import Predictor  # noqa: E402
 
 REMBG_SESSION = {"u2net": "u2net_custom", "u2netp": "u2net_custom", "isnet": "dis_custom"}
-FULL_SIZE = {"u2net": 320, "u2netp": 320, "isnet": 1024}  # the official inference sizes
+FULL_SIZE = {"u2net": 320, "u2netp": 320, "isnet": 1024,
+             "birefnet_lite": 1024}  # the official inference sizes
+OFFICIAL_ROWS = ("birefnet_lite",)  # compared with the official inference written here, not rembg
 
 
 def make_images(folder: Path, count: int, size: tuple[int, int]) -> list[Path]:
@@ -108,6 +116,48 @@ def rembg_run(onnx_path: Path, model: str, images: list[Path], out: Path):
 
 
 Windows = dict[str, list[Window]]
+
+
+def official_birefnet_run(net: torch.nn.Module, images: list[Path], size: int, out: Path):
+    """BiRefNet ``inference.py`` (repository pipeline), written after the official code."""
+    import cv2
+    import torch.nn.functional as F
+    from torchvision import transforms
+
+    to_input = transforms.Compose([transforms.ToTensor(), transforms.Normalize(
+        [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+    out.mkdir(parents=True, exist_ok=True)
+    state = {"i": 0}
+
+    def run() -> float:
+        path = images[state["i"] % len(images)]
+        state["i"] += 1
+        bgr = cv2.imread(str(path))
+        h0, w0 = bgr.shape[:2]
+        rgb = cv2.cvtColor(cv2.resize(bgr, (size, size), interpolation=cv2.INTER_LINEAR),
+                           cv2.COLOR_BGR2RGB)
+        x = to_input(Image.fromarray(rgb))[None]
+        with torch.no_grad():
+            pred = net(x)[-1].sigmoid()
+        pred = F.interpolate(pred, size=(h0, w0), mode="bilinear", align_corners=True)
+        transforms.ToPILImage()(pred[0]).save(out / f"{path.stem}.png")
+        return 1
+
+    return run
+
+
+def bench_official(model: str, count: int, size: tuple[int, int], input_size: int,
+                   windows: int, work: Path) -> Windows:
+    """Windows of ``count`` images: salseg's torch back-end and the official inference."""
+    images = make_images(work / f"{model}_images", count, size)
+    torch.manual_seed(0)
+    net = create_model(model).eval()
+    threads = torch.get_num_threads()
+    runs = {"official inference": local(official_birefnet_run(
+        net, images, input_size, work / f"{model}_official"), threads)}
+    cpu = Predictor(net, model=model, device="cpu", input_size=input_size, backend="torch")
+    runs["salseg torch cpu"] = local(salseg_run(cpu, images, work / f"{model}_torch"), threads)
+    return interleave(runs, windows=windows, steps=count, warmup=1)
 
 
 def bench_model(model: str, count: int, size: tuple[int, int], input_size: int, windows: int,
@@ -181,15 +231,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer images, IS-Net at 512")
-    parser.add_argument("--models", default="u2netp,u2net,isnet")
+    parser.add_argument("--models", default="u2netp,u2net,isnet,birefnet_lite")
     parser.add_argument("--repeats", type=int, default=None,
                         help="paired windows per row (default 6 quick, 8 full)")
     parser.add_argument("--processes", type=int, default=min(2, os.cpu_count() or 1),
                         help="processes of the data-parallel row (default 2; 1 skips it)")
     args = parser.parse_args()
     windows = args.repeats or (6 if args.quick else 8)
-    counts = ({"u2netp": 2, "u2net": 1, "isnet": 1} if args.quick
-              else {"u2netp": 8, "u2net": 4, "isnet": 2})
+    counts = ({"u2netp": 2, "u2net": 1, "isnet": 1, "birefnet_lite": 1} if args.quick
+              else {"u2netp": 8, "u2net": 4, "isnet": 2, "birefnet_lite": 2})
     size = (480, 640)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{os.cpu_count()} CPUs; images {size[1]}x{size[0]} JPEG; {windows} windows per row, "
@@ -197,6 +247,16 @@ def main() -> int:
     ratios: dict[str, Ratio] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for model in args.models.split(","):
+            if model in OFFICIAL_ROWS:
+                input_size = 256 if args.quick else FULL_SIZE[model]
+                rows = bench_official(model, counts[model], size, input_size, windows, Path(tmp))
+                note = " (reduced by --quick; full: 1024)" if args.quick else ""
+                print(f"\n{model} ({counts[model]} images per window, input "
+                      f"{input_size}x{input_size}{note})")
+                table(rows, "official inference")
+                ratios[f"predict_vs_official_{model}"] = paired_ratio(
+                    rows["salseg torch cpu"], rows["official inference"])
+                continue
             input_size = FULL_SIZE[model]
             if args.quick and input_size > 512:
                 input_size = 512

@@ -12,9 +12,14 @@ optimizer), on the same images and the same device, for:
   NCHW.  IS-Net phase 2: the official cache (uint8 tensors resized bilinear + truncated,
   ``torch.save``-d per image, built before timing), ``/255``, random h-flip, ``GOSNormalize``
   (0.5, 1.0), workers by the official rule (2 for batch > 1, 4 for > 4); loss = 6 BCEs + 6
-  feature MSEs against a frozen GT encoder left in ``train()`` mode.
-* ``salseg``: a ``lightning.Trainer`` fitting ``U2NetTask`` / ``ISNetTask`` (feature sync on)
-  on ``SegDataModule`` (recipes ``u2net_paper`` / ``isnet_paper``; IS-Net reads the warm uint8
+  feature MSEs against a frozen GT encoder left in ``train()`` mode.  BiRefNet_lite:
+  ``dataset.MyData`` (``cv2.imread``, ``cv2.resize`` INTER_LINEAR, PIL flip / rotate /
+  ``ImageEnhance`` / label pepper, ``ToTensor`` + ImageNet ``Normalize``), ``PixLoss`` (sigmoid of
+  every level resized ``align_corners=True``; ``nn.BCELoss`` x30, batch-summed IoU x0.5, SSIM
+  x10) + the gradient-branch ``nn.BCELoss``, ``AdamW(1e-4 * sqrt(batch / 4), wd 1e-2)``, fp32.
+* ``salseg``: a ``lightning.Trainer`` fitting ``U2NetTask`` / ``ISNetTask`` (feature sync on) /
+  ``TrainingTask("birefnet_lite")`` (its card's loss, AdamW as the official)
+  on ``SegDataModule`` (recipes ``u2net_paper`` / ``isnet_paper`` / ``birefnet_paper``; IS-Net reads the warm uint8
   resize cache), the same number of loader workers.  On CUDA more rows are added: precisions
   ``bf16-mixed`` / ``16-mixed``, ``channels_last``, ``data.gpu_aug``, ``torch.compile``, CUDA
   graphs (``model.compile=reduce-overhead``) and, for IS-Net, activation checkpointing; the
@@ -83,9 +88,10 @@ from timing import (  # noqa: E402
     paired_ratio,
 )
 
-MODELS = ("u2netp", "u2net", "isnet")
-# which official training loop a model belongs to: U-2-Net's or DIS's (IS-Net phase 2)
-LOOP = {"u2netp": "u2net", "u2net": "u2net", "isnet": "dis"}
+MODELS = ("u2netp", "u2net", "isnet", "birefnet_lite")
+# which official training loop a model belongs to: U-2-Net's, DIS's (IS-Net phase 2), BiRefNet's
+LOOP = {"u2netp": "u2net", "u2net": "u2net", "isnet": "dis", "birefnet_lite": "birefnet"}
+BIREFNET_LR = 1e-4 * (8 / 4) ** 0.5  # official Config.lr for DIS5K at batch 8
 U2_MEAN, U2_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -97,11 +103,16 @@ def plan(model: str, quick: bool, device: str) -> dict:
     if LOOP[model] == "u2net":
         full = {"size": 320, "crop": 288, "batch": 12}
         small = {"size": 128, "crop": 112, "batch": 2}
+    elif LOOP[model] == "birefnet":  # CPU: the smallest input (32) keeps a row at minutes
+        full = {"size": 1024, "crop": None, "batch": 8}
+        small = {"size": 32, "crop": None, "batch": 2}
     else:
         full = {"size": 1024, "crop": None, "batch": 8}
         small = {"size": 160, "crop": None, "batch": 2}
     p = dict(small if quick and device == "cpu" else full)
     p["steps"] = 2 if quick else 3
+    if LOOP[model] == "birefnet" and device == "cpu":
+        p["steps"] = 1
     p["repeats"] = 6 if quick else 8  # paired windows: fewer give no useful interval
     p["warmup"] = 1
     if device == "cuda":
@@ -177,6 +188,85 @@ class OfficialSalObj(torch.utils.data.Dataset):
             tmp[:, :, c] = (image[:, :, c] - U2_MEAN[c]) / U2_STD[c]
         return (torch.from_numpy(tmp.transpose((2, 0, 1)).copy()),
                 torch.from_numpy(tmp_lbl.transpose((2, 0, 1)).copy()))
+
+
+class OfficialBiRefNet(torch.utils.data.Dataset):
+    """BiRefNet ``dataset.MyData(is_train=True)`` with ``preproc_methods`` flip, enhance, rotate,
+    pepper (``image_proc.py``), written after the official code."""
+
+    def __init__(self, images: list[Path], masks: list[Path], size: int) -> None:
+        from torchvision import transforms
+
+        self.images, self.masks, self.size = images, masks, size
+        self.to_image = transforms.Compose([transforms.ToTensor(),
+                                            transforms.Normalize(U2_MEAN, U2_STD)])
+        self.to_label = transforms.ToTensor()
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        import cv2
+        from PIL import Image, ImageEnhance
+
+        s = self.size
+        image = cv2.resize(cv2.imread(str(self.images[i])), (s, s), interpolation=cv2.INTER_LINEAR)
+        image = Image.fromarray(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        label = Image.fromarray(cv2.resize(cv2.imread(str(self.masks[i]), cv2.IMREAD_GRAYSCALE),
+                                           (s, s), interpolation=cv2.INTER_LINEAR))
+        if random.random() > 0.5:
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+            label = label.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        if random.random() > 0.8:
+            angle = np.random.randint(-15, 15)
+            image = image.rotate(angle, Image.Resampling.BICUBIC)
+            label = label.rotate(angle, Image.Resampling.BICUBIC)
+        image = ImageEnhance.Brightness(image).enhance(random.randint(5, 15) / 10.0)
+        image = ImageEnhance.Contrast(image).enhance(random.randint(5, 15) / 10.0)
+        image = ImageEnhance.Color(image).enhance(random.randint(0, 20) / 10.0)
+        image = ImageEnhance.Sharpness(image).enhance(random.randint(0, 30) / 10.0)
+        lab = np.array(label)
+        for _ in range(int(0.0015 * lab.shape[0] * lab.shape[1])):
+            lab[random.randint(0, lab.shape[0] - 1), random.randint(0, lab.shape[1] - 1)] = \
+                random.randint(0, 1) * 255
+        return self.to_image(image), self.to_label(Image.fromarray(lab))
+
+
+def _official_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    loss = 0.0
+    for i in range(pred.shape[0]):  # summed over the batch, as loss.py's IoULoss
+        inter = torch.sum(target[i] * pred[i])
+        loss = loss + (1 - inter / (torch.sum(target[i]) + torch.sum(pred[i]) - inter))
+    return loss
+
+
+def _official_ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    g = torch.exp(-((torch.arange(11, dtype=torch.float32) - 5) ** 2) / (2 * 1.5 ** 2))
+    g = g / g.sum()
+    w = (g[:, None] @ g[None, :]).expand(pred.shape[1], 1, 11, 11).to(pred)
+    conv = lambda x: F.conv2d(x, w, padding=5, groups=pred.shape[1])  # noqa: E731
+    mu1, mu2 = conv(pred), conv(target)
+    s11, s22, s12 = conv(pred * pred) - mu1 ** 2, conv(target * target) - mu2 ** 2, \
+        conv(pred * target) - mu1 * mu2
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    ssim = ((2 * mu1 * mu2 + c1) * (2 * s12 + c2)) / ((mu1 ** 2 + mu2 ** 2 + c1) * (s11 + s22 + c2))
+    return 1 - (1 + ssim.mean()) / 2
+
+
+def official_birefnet_loss(raw, gt: torch.Tensor, bce: nn.Module) -> torch.Tensor:
+    """``PixLoss`` (DIS5K weights) on the 4 levels + the gradient loss of ``train.py``."""
+    (gdt_preds, gdt_labels), preds = raw[0]
+    gt = gt.clamp(0, 1)
+    loss = 0.0
+    for p in preds:
+        if p.shape != gt.shape:
+            p = F.interpolate(p, size=gt.shape[2:], mode="bilinear", align_corners=True)
+        p = p.sigmoid()
+        loss = loss + 30 * bce(p, gt) + 0.5 * _official_iou(p, gt) + 10 * _official_ssim(p, gt)
+    for gp, gl in zip(gdt_preds, gdt_labels):
+        gp = F.interpolate(gp, size=gl.shape[2:], mode="bilinear", align_corners=True).sigmoid()
+        loss = loss + bce(gp, gl.sigmoid())
+    return loss
 
 
 class OfficialDISCache(torch.utils.data.Dataset):
@@ -284,7 +374,10 @@ def run_official(conn, cfg: dict, device: torch.device) -> dict:
     bce, mse = nn.BCELoss(reduction="mean"), nn.MSELoss(reduction="mean")
     images = sorted(Path(cfg["images"]).glob("*.jpg"))
     masks = [Path(cfg["masks"]) / f"{p.stem}.png" for p in images]
-    if LOOP[model_name] == "dis":
+    if LOOP[model_name] == "birefnet":
+        ds = OfficialBiRefNet(images, masks, cfg["size"])
+        workers = cfg["workers"]
+    elif LOOP[model_name] == "dis":
         files = build_dis_cache(images, masks, cfg["size"], Path(cfg["work"]) / "official_cache")
         ds: torch.utils.data.Dataset = OfficialDISCache(files)
         workers = official_workers(bs)
@@ -295,8 +388,11 @@ def run_official(conn, cfg: dict, device: torch.device) -> dict:
         ds = OfficialSalObj(images, masks, cfg["size"], cfg["crop"])
         workers = 1
     loader = torch.utils.data.DataLoader(ds, batch_size=bs, shuffle=True, num_workers=workers)
-    optimizer = torch.optim.Adam(net.parameters(), lr=0.001, betas=(0.9, 0.999), eps=1e-08,
-                                 weight_decay=0)
+    if LOOP[model_name] == "birefnet":
+        optimizer = torch.optim.AdamW(net.parameters(), lr=BIREFNET_LR, weight_decay=1e-2)
+    else:
+        optimizer = torch.optim.Adam(net.parameters(), lr=0.001, betas=(0.9, 0.999), eps=1e-08,
+                                     weight_decay=0)
     clock = Clock(device)
     peak = PeakMemory(device)
     records: list[dict] = []
@@ -315,7 +411,9 @@ def run_official(conn, cfg: dict, device: torch.device) -> dict:
         inputs, labels = inputs.float().to(device), labels.float().to(device)
         t_data = clock()
         optimizer.zero_grad()
-        if LOOP[model_name] == "dis":
+        if LOOP[model_name] == "birefnet":
+            loss = official_birefnet_loss(net(inputs), labels, bce)
+        elif LOOP[model_name] == "dis":
             sides, feats = to_official(model_name, net(inputs))
             _, gt_feats = to_official("isnet_gt_encoder", encoder(labels))
             loss = sum(bce(s, labels) for s in sides) + sum(mse(a, b) for a, b in zip(feats, gt_feats))
@@ -339,12 +437,12 @@ def run_official(conn, cfg: dict, device: torch.device) -> dict:
 def run_salseg(conn, cfg: dict, device: torch.device) -> dict:
     from salseg.data.datamodule import SegDataModule
     from salseg.models import create_model
-    from salseg.tasks import ISNetTask, U2NetTask
+    from salseg.tasks import ISNetTask, TrainingTask, U2NetTask
 
     model_name, bs = cfg["model"], cfg["batch"]
     L.seed_everything(0, verbose=False)
-    aug = {"name": "isnet_paper" if LOOP[model_name] == "dis" else "u2net_paper",
-           "size": [cfg["size"], cfg["size"]]}
+    recipe = {"dis": "isnet_paper", "u2net": "u2net_paper", "birefnet": "birefnet_paper"}
+    aug = {"name": recipe[LOOP[model_name]], "size": [cfg["size"], cfg["size"]]}
     if cfg["crop"]:
         aug["crop"] = [cfg["crop"], cfg["crop"]]
     extra = {}
@@ -375,6 +473,11 @@ def run_salseg(conn, cfg: dict, device: torch.device) -> dict:
         for _ in torch.utils.data.DataLoader(warm, batch_size=None, num_workers=os.cpu_count() or 1,
                                              collate_fn=_discard):
             pass
+    elif LOOP[model_name] == "birefnet":
+        import functools
+
+        task = TrainingTask(name=model_name, log_images_every_n_steps=0, optimizer=functools.partial(
+            torch.optim.AdamW, lr=BIREFNET_LR, weight_decay=1e-2), **common)
     else:
         task = U2NetTask(name=model_name, log_images_every_n_steps=0, **common)
     peak = PeakMemory(device)
@@ -648,12 +751,12 @@ def main(argv: list[str] | None = None) -> int:
                                 args.rows.split(",") if args.rows else None)
             # enough images that the reference does not start a new epoch within a row pair
             n = (p["warmup"] + (p["repeats"] + 2) * p["steps"]) * p["batch"]
-            src = (300, 400) if LOOP[model] != "dis" else (
+            src = (300, 400) if LOOP[model] == "u2net" else (
                 (600, 800) if p["size"] < 1024 else (1500, 2000))
             t0 = time.perf_counter()
             im, gt = make_set(Path(tmp) / f"set_{src[0]}x{src[1]}", n, src)
             size = f"{p['size']}" + (f" -> crop {p['crop']}" if p["crop"] else "")
-            full_size = "320 -> crop 288, batch 12" if LOOP[model] != "dis" else "1024, batch 8"
+            full_size = "320 -> crop 288, batch 12" if LOOP[model] == "u2net" else "1024, batch 8"
             note = "" if (p["size"] in (320, 1024)) else f" (reduced by --quick; full: {full_size})"
             print(f"\n{model}: {n} images {src[1]}x{src[0]}, input {size}, batch {p['batch']}"
                   f"{note}; every row against {variants[0]['label']}: {p['repeats']} paired "

@@ -55,6 +55,10 @@ def check_recipe(recipe: Recipe) -> None:
         raise ValueError(f"data.gpu_aug=true does not support the '{recipe.name}' recipe's "
                          "strong augmentations (aug.strong); use the CPU pipeline "
                          "(data.gpu_aug=false) or aug.strong=null")
+    if recipe.ops:
+        raise ValueError(f"data.gpu_aug=true does not support the '{recipe.name}' recipe's "
+                         f"ops {list(recipe.ops)} (aug.ops); use the CPU pipeline "
+                         "(data.gpu_aug=false) or aug.ops=[]")
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int], interpolation: str, truncate: bool

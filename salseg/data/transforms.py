@@ -17,9 +17,23 @@ A recipe is chosen with ``aug=<name>`` (``configs/aug/*.yaml``); every field can
   truncation (``floor``; ``truncate_uint8: false`` keeps the float values), random
   **horizontal** flip p=0.5, ``/255`` then mean 0.5, std 1.0 (the ``isnet`` card's preprocessing); masks
   ``/255``, not binarised.
+``birefnet_paper`` — official BiRefNet ``dataset.py`` / ``image_proc.py`` (``preproc_methods``
+  ``flip, enhance, rotate, pepper``): resize to 1024x1024 (``cv2.INTER_LINEAR``; here in float,
+  the official resizes uint8), then the image/mask ops in the official order: horizontal flip
+  p=0.5, ``rotate``, ``enhance``, ``pepper`` (see ``ops`` below); ImageNet mean/std after
+  ``/255`` (the ``birefnet`` card's preprocessing); masks ``/255``, not binarised.
 ``strong`` — beyond the papers, for fine-tuning on small custom sets: resize (as u2net_paper
   but bilinear masks), horizontal flip, affine scale/rotate/translate (bilinear, reflected
   borders, masks transformed with the same parameters), colour jitter, blur, noise.
+
+``ops`` (any recipe, applied after flip/crop/strong in the order given; names in :data:`OPS`):
+  ``rotate`` — p=0.2 (``random() > 0.8``), an integer angle in [-15, 14] degrees
+  (``np.random.randint(-15, 15)``), PIL ``rotate`` bicubic about the centre, no expansion,
+  black fill, image and mask; ``enhance`` — PIL ``ImageEnhance`` brightness and contrast
+  ``randint(5, 15) / 10``, colour ``randint(0, 20) / 10``, sharpness ``randint(0, 30) / 10``, in
+  that order, every sample (image only); ``pepper`` — ``int(0.0015 * H * W)`` random pixels of
+  the **mask** set to 0 or 1 (the official applies ``random_pepper`` to the label).  These ops
+  run on 8-bit values as the official PIL images (the float image is rounded first).
 
 Evaluation transform (all recipes): the mask is resized to ``eval_size`` (default ``size``; 320
 for u2net_paper, as ``u2net_test.py``) with the recipe's interpolation/truncation; the image of
@@ -84,6 +98,7 @@ class Recipe:
     eval_size: tuple[int, int] | None = None
     strong: dict = field(default_factory=dict)
     gray: str | None = None  # grayscale rule; None: the card's (see Preprocessing.gray)
+    ops: tuple[str, ...] = ()  # extra training ops in order (names of OPS)
 
     @property
     def spec(self) -> Preprocessing:
@@ -113,6 +128,11 @@ RECIPES: dict[str, Recipe] = {
         name="isnet_paper", size=(1024, 1024), crop=None, crop_offsets="uniform",
         flip="horizontal", mask_interpolation="bilinear", truncate_uint8=True, mask_norm="none",
         normalization="isnet",
+    ),
+    "birefnet_paper": Recipe(
+        name="birefnet_paper", size=(1024, 1024), crop=None, crop_offsets="uniform",
+        flip="horizontal", mask_interpolation="bilinear", mask_norm="none",
+        normalization="birefnet", ops=("rotate", "enhance", "pepper"),
     ),
     "strong": Recipe(
         name="strong", size=(320, 320), crop=None, crop_offsets="uniform", flip="horizontal",
@@ -150,6 +170,8 @@ def build_recipe(cfg: Recipe | Mapping | str | None = None, default: str = "u2ne
     for key in ("size", "crop", "eval_size"):
         if key in cfg:
             cfg[key] = _hw(cfg[key])
+    if "ops" in cfg:
+        cfg["ops"] = tuple(cfg["ops"] or ())
     if "strong" in cfg:  # {} / null: no strong ops; otherwise merged over the defaults
         given = cfg["strong"] or {}
         merged = dict(base.strong or _STRONG_DEFAULTS) if given else {}
@@ -166,6 +188,9 @@ def _validate(r: Recipe) -> None:
     for key in ("image_interpolation", "mask_interpolation"):
         if getattr(r, key) not in INTERPOLATIONS:
             raise ValueError(f"aug.{key} must be one of {list(INTERPOLATIONS)}")
+    unknown_ops = [o for o in r.ops if o not in OPS]
+    if unknown_ops:
+        raise ValueError(f"aug.ops {unknown_ops} unknown; expected names of {list(OPS)}")
     if r.crop_offsets not in ("official", "uniform"):
         raise ValueError("aug.crop_offsets must be 'official' or 'uniform'")
     if r.mask_norm not in ("max", "none"):
@@ -326,6 +351,122 @@ def _strong_ops(s: Mapping[str, Any], mask_interp: str) -> list[A.BasicTransform
     ]
 
 
+def _to_u8(x: np.ndarray, unit: bool) -> np.ndarray:
+    y = x * np.float32(255.0) if unit else x
+    return np.clip(np.rint(y), 0, 255).astype(np.uint8)
+
+
+def _from_u8(x: np.ndarray, unit: bool, like: np.ndarray) -> np.ndarray:
+    y = np.asarray(x).astype(np.float32)
+    if y.ndim == 2 and like.ndim == 3:
+        y = y[..., None]
+    return y * np.float32(1.0 / 255.0) if unit else y
+
+
+class RandomRotate(A.DualTransform):
+    """BiRefNet ``random_rotate``: with probability ``prob`` an integer angle in
+    ``[-limit, limit - 1]``, PIL bicubic rotation about the centre (black fill), image and mask
+    (``unit``: the image is in [0, 1], else [0, 255]; masks are in [0, 1])."""
+
+    def __init__(self, limit: int = 15, prob: float = 0.2, unit: bool = False, p: float = 1.0):
+        super().__init__(p=p)
+        self.limit, self.prob, self.unit = int(limit), float(prob), bool(unit)
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]
+                                     ) -> dict[str, Any]:
+        rotate = float(self.random_generator.random()) < self.prob
+        angle = int(self.random_generator.integers(-self.limit, self.limit))
+        return {"angle": angle if rotate else None}
+
+    @staticmethod
+    def _rotate(u8: np.ndarray, angle: int) -> np.ndarray:
+        from PIL import Image
+
+        img = Image.fromarray(u8[..., 0] if u8.ndim == 3 and u8.shape[2] == 1 else u8)
+        return np.asarray(img.rotate(angle, Image.Resampling.BICUBIC))
+
+    def apply(self, img: np.ndarray, angle: int | None = None, **params: Any) -> np.ndarray:
+        if angle is None:
+            return img
+        return _from_u8(self._rotate(_to_u8(img, self.unit), angle), self.unit, img)
+
+    def apply_to_mask(self, mask: np.ndarray, angle: int | None = None, **params: Any
+                      ) -> np.ndarray:
+        if angle is None:
+            return mask
+        return _from_u8(self._rotate(_to_u8(mask, True), angle), True, mask)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("limit", "prob", "unit")
+
+
+class ColorEnhance(A.ImageOnlyTransform):
+    """BiRefNet ``color_enhance``: PIL brightness, contrast (``randint(5, 15) / 10``), colour
+    (``randint(0, 20) / 10``) and sharpness (``randint(0, 30) / 10``), in that order."""
+
+    def __init__(self, unit: bool = False, p: float = 1.0):
+        super().__init__(p=p)
+        self.unit = bool(unit)
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]
+                                     ) -> dict[str, Any]:
+        g = self.random_generator
+        return {"factors": (int(g.integers(5, 16)) / 10, int(g.integers(5, 16)) / 10,
+                            int(g.integers(0, 21)) / 10, int(g.integers(0, 31)) / 10)}
+
+    def apply(self, img: np.ndarray, factors: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0),
+              **params: Any) -> np.ndarray:
+        from PIL import Image, ImageEnhance
+
+        u8 = _to_u8(img, self.unit)
+        pil = Image.fromarray(u8[..., 0] if u8.shape[-1] == 1 else u8)
+        for enhancer, f in zip((ImageEnhance.Brightness, ImageEnhance.Contrast,
+                                ImageEnhance.Color, ImageEnhance.Sharpness), factors):
+            pil = enhancer(pil).enhance(f)
+        return _from_u8(np.asarray(pil), self.unit, img)
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("unit",)
+
+
+class MaskPepper(A.DualTransform):
+    """BiRefNet ``random_pepper`` on the label: ``int(amount * H * W)`` random pixels of the
+    mask set to 0 or 1 (the image is unchanged)."""
+
+    def __init__(self, amount: float = 0.0015, p: float = 1.0):
+        super().__init__(p=p)
+        self.amount = float(amount)
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]
+                                     ) -> dict[str, Any]:
+        h, w = params["shape"][:2]
+        n = int(self.amount * h * w)
+        g = self.random_generator
+        return {"rows": g.integers(0, h, n), "cols": g.integers(0, w, n),
+                "values": g.integers(0, 2, n).astype(np.float32)}
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        return img
+
+    def apply_to_mask(self, mask: np.ndarray, rows: Any = (), cols: Any = (), values: Any = (),
+                      **params: Any) -> np.ndarray:
+        out = np.array(mask, dtype=np.float32, copy=True)
+        for r, c, v in zip(rows, cols, values):  # in order: a pixel drawn twice keeps the last
+            out[r, c] = v
+        return out
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("amount",)
+
+
+#: the extra training ops a recipe may list in ``ops`` (built with ``unit``: image in [0, 1])
+OPS: dict[str, Any] = {
+    "rotate": lambda unit: RandomRotate(unit=unit),
+    "enhance": lambda unit: ColorEnhance(unit=unit),
+    "pepper": lambda unit: MaskPepper(),
+}
+
+
 def image_unit_range(recipe: Recipe, train: bool) -> bool:
     """Whether the pipeline's image output is in [0, 1] (else [0, 255])."""
     return bool(train and recipe.strong)
@@ -349,6 +490,8 @@ def build_pipeline(recipe: Recipe, train: bool, seed: int | None = None) -> A.Co
             ops.append(PaperRandomCrop(recipe.crop[0], recipe.crop[1], recipe.crop_offsets))
         if recipe.strong:
             ops.extend(_strong_ops(recipe.strong, recipe.mask_interpolation))
+        unit = image_unit_range(recipe, train)
+        ops.extend(OPS[name](unit) for name in recipe.ops)
     return A.Compose(ops, seed=seed, strict=False)
 
 
@@ -432,7 +575,7 @@ def official_crop_offsets(size: int, crop: int) -> range:
 
 
 __all__ = [
-    "RECIPES", "Recipe", "SegTransform", "build_pipeline", "build_recipe", "resize_image",
+    "OPS", "RECIPES", "Recipe", "SegTransform", "build_pipeline", "build_recipe", "resize_image",
     "resize_mask", "PaperResize", "PaperRandomCrop", "ToUnitRange", "official_crop_offsets",
     "normalize_hwc",
 ]

@@ -338,8 +338,25 @@ BIREFNET_PREPROCESSING = Preprocessing(input_size=(1024, 1024), scale="255", gra
 MODEL_CARD_PIPELINE = {"resize": "pil_bilinear", "restore": "pil_bicubic"}
 PIPELINES = {"repo": {}, "card": MODEL_CARD_PIPELINE}
 
+# The official training loss with the DIS5K weights (Config task='DIS5K', loss.py PixLoss + the
+# gradient loss of train.py): the same terms as configs/loss/birefnet_dis5k.yaml and
+# salseg.losses.birefnet.birefnet_loss_config(DIS5K_LAMBDAS, 40) (tests check both).
+_FINETUNE = 40  # Config.finetune_last_epochs = -40 for DIS5K
+DIS5K_LOSS = {
+    "bce": {"criterion": "bce", "form": "official", "outputs": "sides", "weight": 30.0,
+            "resize": "pred", "finetune": {"last_epochs": _FINETUNE, "factor": 0.0}},
+    "iou": {"criterion": "iou", "outputs": "sides", "weight": 0.5, "resize": "pred",
+            "finetune": {"last_epochs": _FINETUNE, "factor": 0.5}},
+    "ssim": {"criterion": "ssim", "outputs": "sides", "weight": 10.0, "resize": "pred"},
+    "gdt": {"criterion": "bce", "form": "official", "outputs": "gdt_preds",
+            "target": "aux:gdt_labels", "target_fn": "sigmoid", "resize": "pred"},
+}
+
+# Training (official train.py): AdamW over all parameters at one learning rate (no backbone
+# rule: backbone_lr_mult 1; ``model.backbone_lr_mult`` gives the ``bb.`` parameters their own).
 _COMMON = dict(preprocessing=BIREFNET_PREPROCESSING, outputs=_outputs, to_official=_to_official,
-               side_names=("mask",), encoder_prefixes=("bb.",),
+               side_names=("mask",), encoder_prefixes=("bb.",), backbone_prefixes=("bb.",),
+               default_aug="birefnet_paper", loss=DIS5K_LOSS,
                size_multiple=SIZE_MULTIPLE, onnx_opset=19, onnx_dynamic_size=False,
                notes={"pipelines": PIPELINES, "official_repo": "ZhengPeng7/BiRefNet",
                       "licence": "MIT"})

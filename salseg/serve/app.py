@@ -363,7 +363,7 @@ def request_options(output: str | None, om: bool, ppm: bool, bgc: str | None, a:
         threshold = 0.5
     refine = RefineOptions(threshold=threshold, largest_component=largest_component,
                            fill_holes=fill_holes, erode=erode, feather=feather)
-    return RenderOptions(kind=kind, normalization="sigmoid" if raw_sigmoid else "minmax",
+    return RenderOptions(kind=kind, normalization="sigmoid" if raw_sigmoid else None,
                          refine=refine, decontaminate=decontaminate, bg_color=colour)
 
 

@@ -80,7 +80,7 @@ class RenderOptions:
     """What one request asks for: the output kind and the options of ``salseg-predict``."""
 
     kind: str = "cutout"
-    normalization: str = "minmax"
+    normalization: str | None = None  # None: the model card's, as salseg-predict (BiRefNet: sigmoid)
     refine: RefineOptions = RefineOptions()
     decontaminate: bool = False
     bg_color: str = "white"
@@ -99,10 +99,10 @@ def finish(predictor: Predictor, prob: torch.Tensor, size: tuple[int, int],
            options: RenderOptions) -> np.ndarray:
     """The refined float alpha, by ``predictor.finish`` with the request's mask options (a
     shallow copy of the predictor carries them; the model itself is shared)."""
-    if (options.normalization, options.refine) != (predictor.normalization,
-                                                   predictor.refine_options):
+    normalization = options.normalization or predictor.normalization
+    if (normalization, options.refine) != (predictor.normalization, predictor.refine_options):
         predictor = copy.copy(predictor)
-        predictor.normalization = options.normalization
+        predictor.normalization = normalization
         predictor.refine_options = options.refine
     return predictor.finish(prob, size)
 

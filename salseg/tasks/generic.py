@@ -24,6 +24,10 @@ term names are the card's output names (``train/bce_fused``, ``train/bce_side1``
   ``fused_loss`` (every BCE term's maps in one call) and ``sync_dtype`` (``bfloat16``: the
   feature-sync distances on bf16 features); they set the terms' ``fused`` / ``dtype`` keys.
 * Terms with a ``finetune`` schedule read the epoch and ``trainer.max_epochs``.
+* ``backbone_weights`` starts the card's backbone (``backbone_prefixes``) from pretrained
+  weights: a source name of its backbone record (``imagenet``), a URL or a file
+  (:func:`salseg.weights.load_backbone_weights`: key-mapped, strict on the backbone's keys);
+  not together with ``init_weights`` (which holds the whole network).
 * The optimizer gets two parameter groups when the card names ``backbone_prefixes`` and a
   ``backbone_lr_mult`` other than 1 (``model.backbone_lr_mult`` overrides the card's).
 """
@@ -40,6 +44,7 @@ from salseg.models.batchnorm import freeze_batchnorm
 from salseg.models.card import get_card
 from salseg.models.weights import load_weights
 from salseg.tasks.base import SegmentationTask, frozen
+from salseg.weights.backbone import load_backbone_weights
 
 BN_MODES = ("train", "eval")
 GT_ENCODER = "gt_encoder"
@@ -52,8 +57,14 @@ class TrainingTask(SegmentationTask):
                  loss_form: str = "logits", feature_sync: bool = True,
                  gt_encoder_ckpt: str | None = None, gt_encoder_bn: str = "train",
                  stop_max_f: float | None = None, backbone_lr_mult: float | None = None,
-                 fused_loss: bool = False, sync_dtype: str = "float32", **kwargs: Any) -> None:
+                 fused_loss: bool = False, sync_dtype: str = "float32",
+                 backbone_weights: str | None = None, **kwargs: Any) -> None:
         super().__init__(name=name, **kwargs)
+        if backbone_weights:
+            if kwargs.get("init_weights"):
+                raise ValueError("model.backbone_weights and model.init_weights are exclusive: "
+                                 "init_weights already holds the whole network")
+            load_backbone_weights(self.model, self.card, str(backbone_weights))
         if gt_encoder_bn not in BN_MODES:
             raise ValueError(f"gt_encoder_bn must be one of {BN_MODES}, got {gt_encoder_bn!r}")
         terms = parse_loss(self.card.loss if loss is None else loss, form=loss_form,

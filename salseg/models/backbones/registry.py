@@ -21,12 +21,15 @@ class PretrainedSource:
 
     ``url`` (and ``sha256`` when known) of the published file; ``key_map(key) -> key | None``
     renames a source key to the backbone's key (``None`` drops it, e.g. a classifier head);
-    ``description`` names the data and recipe (e.g. ImageNet-1k, torchvision V1)."""
+    ``description`` names the data and recipe (e.g. ImageNet-1k, torchvision V1);
+    ``init_keys(key) -> bool`` names the backbone's keys the source does not hold, which keep
+    their initialisation (e.g. the per-stage output norms of a dense-prediction Swin)."""
 
     url: str
     description: str = ""
     sha256: str | None = None
     key_map: Callable[[str], str | None] | None = None
+    init_keys: Callable[[str], bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,8 @@ def load_pretrained(module: nn.Module, state_dict: Mapping[str, torch.Tensor],
 
     Source keys are renamed by ``source.key_map`` (a key mapped to ``None`` is dropped); the
     load is strict on the backbone's keys: every key of ``module`` must be given with its shape,
-    and no other key may remain.  Errors name ``where`` (the file) and the keys."""
+    and no other key may remain (except the source's ``init_keys``, which keep the module's
+    values).  Errors name ``where`` (the file) and the keys."""
     mapping = source.key_map if source is not None and source.key_map else (lambda k: k)
     mapped: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
@@ -100,6 +104,10 @@ def load_pretrained(module: nn.Module, state_dict: Mapping[str, torch.Tensor],
         if new is not None:
             mapped[new] = value
     own = module.state_dict()
+    if source is not None and source.init_keys is not None:
+        for key in own:
+            if key not in mapped and source.init_keys(key):
+                mapped[key] = own[key]
     missing = sorted(set(own) - set(mapped))
     unexpected = sorted(set(mapped) - set(own))
     shapes = sorted(k for k in set(own) & set(mapped) if tuple(own[k].shape) != tuple(mapped[k].shape))

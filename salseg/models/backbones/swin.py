@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from salseg.models.backbones.registry import Backbone, PretrainedSource, register_backbone
+
 MASK_VALUE = -100.0  # shifted-window mask; exp(-100) underflows to 0 in float32 like -inf
 
 
@@ -255,6 +257,8 @@ class SwinTransformer(nn.Module):
         super().__init__()
         cfg = SWIN_CONFIGS[config] if isinstance(config, str) else config
         self.config = cfg
+        #: the registry name of this backbone (salseg.models.backbones), None for a custom config
+        self.backbone_name = config if isinstance(config, str) else None
         self.patch_embed = PatchEmbed(4, in_ch, cfg.embed_dim)
         total = sum(cfg.depths)
         rates = [drop_path_rate * i / (total - 1) if total > 1 else 0.0 for i in range(total)]
@@ -303,4 +307,52 @@ def swin_v1(name: str, **kwargs) -> SwinTransformer:
     return SwinTransformer(name, **kwargs)
 
 
-__all__ = ["SWIN_CONFIGS", "DropPath", "SwinConfig", "SwinTransformer", "swin_v1"]
+# -- backbone records -----------------------------------------------------------------------
+# The ImageNet weights BiRefNet's Config.weights names for each backbone, from the official Swin
+# Transformer release (microsoft/Swin-Transformer, MIT; files ``{"model": state_dict}`` of the
+# classification network).  They hold the classifier ``head``, the final ``norm`` and the
+# shifted blocks' ``attn_mask`` buffers, which this backbone has not (dropped), and not the
+# per-stage output norms ``norm0..norm3``, which keep their initialisation (as BiRefNet's
+# loader, which copies only the keys both have).
+_RELEASES = "https://github.com/SwinTransformer/storage/releases/download"
+SWIN_IMAGENET = {
+    "swin_v1_t": (f"{_RELEASES}/v1.0.8/swin_tiny_patch4_window7_224_22kto1k_finetune.pth",
+                  "ImageNet-22k pre-trained, ImageNet-1k fine-tuned, 224², window 7"),
+    "swin_v1_s": (f"{_RELEASES}/v1.0.8/swin_small_patch4_window7_224_22kto1k_finetune.pth",
+                  "ImageNet-22k pre-trained, ImageNet-1k fine-tuned, 224², window 7"),
+    "swin_v1_b": (f"{_RELEASES}/v1.0.0/swin_base_patch4_window12_384_22kto1k.pth",
+                  "ImageNet-22k pre-trained, ImageNet-1k fine-tuned, 384², window 12"),
+    "swin_v1_l": (f"{_RELEASES}/v1.0.0/swin_large_patch4_window12_384_22kto1k.pth",
+                  "ImageNet-22k pre-trained, ImageNet-1k fine-tuned, 384², window 12"),
+}
+
+
+def swin_classification_keys(key: str) -> str | None:
+    """A key of the official Swin classification checkpoint -> this backbone's (None: dropped)."""
+    if key.startswith(("head.", "norm.")) or key.endswith(".attn_mask"):
+        return None
+    return key
+
+
+def _stage_norm(key: str) -> bool:
+    return key.split(".", 1)[0] in {f"norm{i}" for i in range(4)}
+
+
+def _builder(name: str):
+    def build(**kwargs) -> SwinTransformer:
+        return SwinTransformer(name, **kwargs)
+    build.__name__ = name
+    return build
+
+
+for _name, (_url, _desc) in SWIN_IMAGENET.items():
+    register_backbone(Backbone(
+        name=_name, build=_builder(_name), channels=SWIN_CONFIGS[_name].channels,
+        strides=(4, 8, 16, 32),
+        pretrained={"imagenet": PretrainedSource(url=_url, description=_desc,
+                                                 key_map=swin_classification_keys,
+                                                 init_keys=_stage_norm)}))
+
+
+__all__ = ["SWIN_CONFIGS", "SWIN_IMAGENET", "DropPath", "SwinConfig", "SwinTransformer",
+           "swin_classification_keys", "swin_v1"]
