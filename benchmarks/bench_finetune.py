@@ -60,7 +60,7 @@ VARIANTS = {
     "warm-up": ("onnx", ["+model.scheduler._target_=torch.optim.lr_scheduler.LinearLR",
                          "+model.scheduler._partial_=true", "+model.scheduler.start_factor=0.1",
                          "+model.scheduler.total_iters=10", "model.scheduler_interval=step"]),
-    "aug=u2net_paper": ("onnx", ["aug=u2net_paper"]),
+    "aug=u2net_paper": ("onnx", ["aug=u2net_paper", "aug.crop=[{crop},{crop}]"]),  # 288/320 of the size
     "no encoder freeze": ("onnx", ["model.freeze_encoder_epochs=0"]),
     "stats, live BN": ("stats", []),
     "stats, freeze_bn=true": ("stats", ["model.freeze_bn=true"]),
@@ -155,7 +155,7 @@ def bn_drift(start: str, end: str) -> tuple[float, int]:
 
 
 def run_variant(name: str, overrides: list[str], weights: Path, data: Path, out: Path, size: int,
-                epochs: int, batch: int) -> dict:
+                epochs: int, batch: int, seed: int) -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     from train_helpers import compose_train
 
@@ -165,7 +165,8 @@ def run_variant(name: str, overrides: list[str], weights: Path, data: Path, out:
                          f"data.images={data}/train/im", f"data.masks={data}/train/gt",
                          f"data.batch_size={batch}", f"aug.size={size}", "trainer=cpu",
                          f"trainer.max_epochs={epochs}", "logger=csv", "trainer.enable_progress_bar=false",
-                         "data.check=header", *overrides], out)
+                         "data.check=header", f"seed={seed}",
+                         *(o.format(crop=size * 288 // 320) for o in overrides)], out)
     start = time.perf_counter()
     train(cfg)
     wall = time.perf_counter() - start
@@ -190,17 +191,19 @@ def main() -> int:
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get(
         "SALSEG_BENCH_CACHE", Path.home() / ".cache" / "salseg" / "bench")))
     parser.add_argument("--out", type=Path, help="keep the runs here (default: a temp folder)")
-    parser.add_argument("--size", type=int, help="training/eval resolution (default 320; 128 quick)")
+    parser.add_argument("--size", type=int, help="training/eval resolution (default 320; 64 quick)")
     parser.add_argument("--n-train", type=int, default=40)
     parser.add_argument("--n-heldout", type=int, default=100)
     parser.add_argument("--epochs", type=int, help="max epochs (default 5; 3 quick)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, help="torch threads (default: min(4, CPUs)); on a "
                         "shared machine 1 thread avoids OpenMP threads waiting on each other")
+    parser.add_argument("--seed", type=int, default=42, help="the run's seed (train.yaml: 42); "
+                        "rerun with others to see how much of a difference is noise")
     parser.add_argument("--variants", nargs="*", default=None,
                         help=f"which rows (default all): {', '.join(VARIANTS)}")
     args = parser.parse_args()
-    size = args.size or (128 if args.quick else 320)
+    size = args.size or (64 if args.quick else 320)
     epochs = args.epochs or (3 if args.quick else 5)
     names = args.variants or list(VARIANTS)
     unknown = [n for n in names if n not in VARIANTS]
@@ -228,14 +231,14 @@ def main() -> int:
     load_start = os.getloadavg()
     print(f"weights {onnx.name} (md5 {MD5}); synthetic data {size} px: {args.n_train} training "
           f"pairs (10 % held out by the recipe for selection), {len(heldout)} held-out pairs; "
-          f"{epochs} epochs, batch {args.batch_size}; {machine()}, {threads} torch thread(s), "
+          f"{epochs} epochs, batch {args.batch_size}, seed {args.seed}; {machine()}, {threads} torch thread(s), "
           f"load average {' '.join(f'{x:.1f}' for x in load_start)}", flush=True)
     rows, start_scores = [], {}
     for name in names:
         kind, overrides = VARIANTS[name]
         run = run_variant(name, overrides, weights[kind], data,
                           work / "runs" / name.replace("=", "-").replace(", ", "-").replace(" ", "-"),
-                          size, epochs, args.batch_size)
+                          size, epochs, args.batch_size, args.seed)
         s = run["summary"]
         if kind not in start_scores:  # the same starting weights score the same: once per kind
             start_scores[kind] = heldout_score(s["start_checkpoint"], heldout,
