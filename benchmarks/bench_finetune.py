@@ -155,7 +155,7 @@ def bn_drift(start: str, end: str) -> tuple[float, int]:
 
 
 def run_variant(name: str, overrides: list[str], weights: Path, data: Path, out: Path, size: int,
-                epochs: int, batch: int, seed: int) -> dict:
+                epochs: int, batch: int, seed: int | None) -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     from train_helpers import compose_train
 
@@ -165,7 +165,8 @@ def run_variant(name: str, overrides: list[str], weights: Path, data: Path, out:
                          f"data.images={data}/train/im", f"data.masks={data}/train/gt",
                          f"data.batch_size={batch}", f"aug.size={size}", "trainer=cpu",
                          f"trainer.max_epochs={epochs}", "logger=csv", "trainer.enable_progress_bar=false",
-                         "data.check=header", f"seed={seed}",
+                         "data.check=header",
+                         *([f"seed={seed}", f"data.seed={seed}"] if seed is not None else []),
                          *(o.format(crop=size * 288 // 320) for o in overrides)], out)
     start = time.perf_counter()
     train(cfg)
@@ -198,8 +199,9 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, help="torch threads (default: min(4, CPUs)); on a "
                         "shared machine 1 thread avoids OpenMP threads waiting on each other")
-    parser.add_argument("--seed", type=int, default=42, help="the run's seed (train.yaml: 42); "
-                        "rerun with others to see how much of a difference is noise")
+    parser.add_argument("--seed", type=int, help="seed and data.seed of the runs (data.seed drives "
+                        "the validation split, order and augmentation; default: the configs' 42 "
+                        "and 0); rerun with others to see how much of a difference is noise")
     parser.add_argument("--variants", nargs="*", default=None,
                         help=f"which rows (default all): {', '.join(VARIANTS)}")
     args = parser.parse_args()
@@ -231,7 +233,7 @@ def main() -> int:
     load_start = os.getloadavg()
     print(f"weights {onnx.name} (md5 {MD5}); synthetic data {size} px: {args.n_train} training "
           f"pairs (10 % held out by the recipe for selection), {len(heldout)} held-out pairs; "
-          f"{epochs} epochs, batch {args.batch_size}, seed {args.seed}; {machine()}, {threads} torch thread(s), "
+          f"{epochs} epochs, batch {args.batch_size}, seed {'default' if args.seed is None else args.seed}; {machine()}, {threads} torch thread(s), "
           f"load average {' '.join(f'{x:.1f}' for x in load_start)}", flush=True)
     rows, start_scores = [], {}
     for name in names:
