@@ -77,6 +77,13 @@ def _changed(ckpt: Path, start: dict[str, torch.Tensor], prefix: str = "model.")
     return any(not torch.equal(state[prefix + k], v) for k, v in start.items())
 
 
+def _project_ckpt(model: torch.nn.Module, name: str, path: Path) -> Path:
+    """A project checkpoint as a finished run writes it (``model.`` keys, the architecture's name)."""
+    torch.save({"pytorch-lightning_version": L.__version__, "hyper_parameters": {"name": name},
+                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
+    return path
+
+
 def test_folded_import_keeps_frozen_batchnorm_through_fit_and_resume(data_root, folded, tmp_path):
     """``model.freeze_bn=auto`` on folded weights: sanity check, 2 epochs with a validation
     between them, then a resume from ``last.ckpt`` for a third epoch."""
@@ -102,9 +109,7 @@ def test_freeze_bn_true_from_official_pth_and_project_ckpt(data_root, tmp_path, 
     if source == "pth":
         path = save_state_dict(model, tmp_path / "official.pth")
     else:
-        path = tmp_path / "run.ckpt"
-        torch.save({"pytorch-lightning_version": L.__version__, "hyper_parameters": {"name": "u2netp"},
-                    "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
+        path = _project_ckpt(model, "u2netp", tmp_path / "run.ckpt")
     ckpt = _fit(data_root, tmp_path / "run", f"model.init_weights={path}", "model.freeze_bn=true", PROBE)
     _assert_frozen(LossProbe.instances[-1], ckpt, start)
 
@@ -131,7 +136,8 @@ def test_freeze_encoder_epochs_through_fit(data_root, folded, tmp_path):
     _assert_frozen(probe, ckpt, start)
     first, second = probe.epoch_params
     initial = probe.start_params
-    assert all(torch.equal(v, folded_model().state_dict()[k]) for k, v in initial.items())
+    reference = folded_model().state_dict()  # built once (not once per parameter: 100 s)
+    assert all(torch.equal(v, reference[k]) for k, v in initial.items())
     encoder = [k for k in initial if k.startswith(tuple(f"stage{i}." for i in range(1, 7)))]
     decoder = [k for k in initial if k.startswith("stage5d.")]
     assert encoder and decoder
@@ -167,13 +173,32 @@ def test_validate_and_test_leave_batchnorm_alone(data_root, folded, tmp_path):
         assert bool(frozen) == (init is not None)
 
 
-def test_isnet_folded_import_feature_sync_false(data_root, tmp_path):
+# the .pth / .ckpt paths of U2-NetP are fast-tested above; IS-Net's (20 s each) run with the slow suite
+@pytest.mark.parametrize("source", ["onnx", pytest.param("pth", marks=pytest.mark.slow),
+                                    pytest.param("ckpt", marks=pytest.mark.slow)])
+def test_isnet_finetune_from_onnx_pth_and_ckpt(data_root, tmp_path, source):
     """IS-Net fine-tuning as docs/finetune.md says (``model=isnet model.feature_sync=false``)
-    from folded weights (an ONNX-imported ``isnet-general-use``)."""
-    path = save_folded(tmp_path / "isnet.safetensors", name="isnet", seed=1)
-    start = batchnorm_buffers(folded_model("isnet", seed=1))
-    ckpt = _fit(data_root, tmp_path / "run", "model.feature_sync=false", f"model.init_weights={path}",
-                PROBE, model="isnet", epochs=1, batch_size=2)
+    from each kind of file users start from: an ONNX graph (BatchNorm folded by the export, as
+    in rembg's ``isnet-general-use.onnx``; frozen by ``freeze_bn=auto``), an official ``.pth``
+    and a project ``.ckpt`` (real statistics, ``model.freeze_bn=true``)."""
+    from salseg.export.onnx import export_onnx
+    from salseg.models import create_model
+    from salseg.models.onnx_import import onnx_to_state_dict
+
+    model = random_model("isnet", seed=6)
+    overrides = ["model.feature_sync=false", PROBE]
+    if source == "onnx":
+        path = export_onnx(model, tmp_path / "isnet.onnx", "isnet", trace_size=64, check=False).path
+        imported = create_model("isnet")
+        imported.load_state_dict(onnx_to_state_dict(path), strict=True)
+        start = batchnorm_buffers(imported)
+    else:
+        start = batchnorm_buffers(model)
+        path = (save_state_dict(model, tmp_path / "isnet.pth") if source == "pth"
+                else _project_ckpt(model, "isnet", tmp_path / "run.ckpt"))
+        overrides.append("model.freeze_bn=true")
+    ckpt = _fit(data_root, tmp_path / "run", f"model.init_weights={path}", *overrides, model="isnet",
+                epochs=1, steps=1, batch_size=2)  # sanity check, a step (validations: tests above)
     _assert_frozen(LossProbe.instances[-1], ckpt, start)
 
 
