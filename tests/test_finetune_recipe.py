@@ -22,8 +22,8 @@ from salseg.data.datamodule import resolve_num_workers
 from salseg.data.synthetic import ensure_synthetic, make_spec
 from salseg.models.weights import read_state_dict
 from salseg.predict.predictor import Predictor
-from salseg.train_checks import ConfigError
 from salseg.training import train
+from salseg.training.checks import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 
