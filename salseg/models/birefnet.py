@@ -356,7 +356,7 @@ def preprocess(image: Any, size: tuple[int, int], pipeline: str = "repo") -> tor
     ``"repo"`` (default) or ``"card"`` pipeline at ``size = (width, height)``."""
     from dataclasses import replace
 
-    from salseg.predict.preprocess import Preprocessor
+    from salseg.models.preprocess import Preprocessor
 
     pre = replace(BIREFNET_PREPROCESSING, input_size=(size[1], size[0]), **PIPELINES[pipeline])
     return Preprocessor(pre)(image)[None]

@@ -13,7 +13,7 @@ come from the catalogue.  Without ``model`` the architecture is guessed from the
 Class-map checkpoints (``u2net_cloth_seg``): :meth:`Predictor.predict_classes` returns the
 argmax class map; ``predict``/``finish`` encode class ``c`` as the alpha ``(c + 0.5) / 255`` so
 that the saved 8-bit mask holds the class indices.  Pre- and post-processing follow the official inference scripts
-(see :mod:`salseg.predict.preprocess` and :mod:`salseg.predict.postprocess`).
+(see :mod:`salseg.models.preprocess` and :mod:`salseg.predict.postprocess`).
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from salseg.models.card import Preprocessing, get_card
+from salseg.models.preprocess import Preprocessor
 from salseg.models.registry import canonical_name, create_model
 from salseg.models.weights import (
     WeightsError,
@@ -52,7 +53,6 @@ from salseg.predict.postprocess import (
     restore_alpha,
     to_uint8,
 )
-from salseg.predict.preprocess import Preprocessor
 from salseg.weights import resolve as resolve_weights_file
 
 log = logging.getLogger(__name__)
