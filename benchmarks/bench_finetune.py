@@ -88,7 +88,7 @@ def heldout_score(ckpt: str, pairs, out: Path) -> dict:
 
 def bn_drift(start: str, end: str) -> float:
 
-    from salseg.models.weights import read_state_dict
+    from salseg.weights.load import read_state_dict
 
     a, b = read_state_dict(start), read_state_dict(end)
     keys = [k for k in a if k.rsplit(".", 1)[-1] in ("running_mean", "running_var",

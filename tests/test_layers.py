@@ -105,10 +105,6 @@ FLOOR = {room: level for level, rooms in enumerate(FLOORS) for room in rooms}
 KNOWN_UPWARD = {
     # BiRefNet's official-pipeline helpers restore the mask with predict's post-processing
     ("salseg.models.birefnet", "salseg.predict.postprocess"),
-    # zoo-name resolution belongs to the weights room (salseg/weights/)
-    ("salseg.models.weights", "salseg.zoo.cache"),
-    ("salseg.models.weights", "salseg.zoo.catalogue"),
-    ("salseg.models.weights", "salseg.zoo.resolve"),
 }
 
 

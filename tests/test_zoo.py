@@ -15,7 +15,8 @@ from fixtures.zoo_server import ZooServer
 
 from salseg.models.preprocess import Preprocessor
 from salseg.models.registry import MODELS, create_model, side_logits
-from salseg.models.weights import WeightsError, read_state_dict, save_state_dict
+from salseg.models.weights import WeightsError, save_state_dict
+from salseg.weights.load import read_state_dict
 from salseg.zoo import catalogue
 from salseg.zoo.cache import ChecksumError, ZooError, downloads_dir, fetch, recorded_pin
 from salseg.zoo.catalogue import Source, ZooEntry, entries

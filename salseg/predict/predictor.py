@@ -29,13 +29,7 @@ from torch import nn
 from salseg.models.card import Preprocessing, get_card
 from salseg.models.preprocess import Preprocessor
 from salseg.models.registry import canonical_name, create_model
-from salseg.models.weights import (
-    WeightsError,
-    checkpoint_meta,
-    guess_architecture,
-    load_weights,
-    read_state_dict,
-)
+from salseg.models.weights import WeightsError, guess_architecture
 from salseg.predict.backends import (
     BACKENDS,
     OnnxRunner,
@@ -54,6 +48,7 @@ from salseg.predict.postprocess import (
     to_uint8,
 )
 from salseg.weights import resolve as resolve_weights_file
+from salseg.weights.load import checkpoint_meta, load_weights, read_state_dict
 
 log = logging.getLogger(__name__)
 

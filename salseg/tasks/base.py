@@ -48,10 +48,10 @@ from torch import nn
 from salseg.models.batchnorm import freeze_batchnorm, has_folded_batchnorm
 from salseg.models.card import get_card
 from salseg.models.checkpointing import enable_activation_checkpointing
-from salseg.models.weights import load_weights
 from salseg.predict.postprocess import DEFAULT_NORMALIZATION, restore_alpha, to_uint8
 from salseg.tasks.validation import PREDICT_RESTORED, build_val_metrics
 from salseg.tasks.visualize import prediction_grid
+from salseg.weights.load import load_weights
 
 log = logging.getLogger(__name__)
 

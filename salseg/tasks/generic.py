@@ -37,9 +37,9 @@ import torch
 from salseg.losses.terms import LossTerms, parse_loss
 from salseg.models.batchnorm import freeze_batchnorm
 from salseg.models.card import get_card
-from salseg.models.weights import load_weights
 from salseg.tasks.base import SegmentationTask, frozen
 from salseg.training.callbacks import ThresholdStopping
+from salseg.weights.load import load_weights
 
 BN_MODES = ("train", "eval")
 GT_ENCODER = "gt_encoder"
