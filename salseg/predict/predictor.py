@@ -29,6 +29,7 @@ from torch import nn
 from salseg.models.card import Preprocessing, get_card
 from salseg.models.preprocess import Preprocessor
 from salseg.models.registry import canonical_name, create_model
+from salseg.models.restore import restore_alpha, to_uint8
 from salseg.models.weights import WeightsError, guess_architecture
 from salseg.predict.backends import (
     BACKENDS,
@@ -41,12 +42,7 @@ from salseg.predict.backends import (
 from salseg.predict.compose import cutout as make_cutout
 from salseg.predict.compose import decontaminate as estimate_foreground
 from salseg.predict.images import ImageInput, decode_image
-from salseg.predict.postprocess import (
-    RefineOptions,
-    refine,
-    restore_alpha,
-    to_uint8,
-)
+from salseg.predict.postprocess import RefineOptions, refine
 from salseg.weights import resolve as resolve_weights_file
 from salseg.weights.load import checkpoint_meta, load_weights, read_state_dict
 
