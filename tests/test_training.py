@@ -64,7 +64,9 @@ def test_u2net_dis5k_is_the_dis_protocol_with_u2nets_own_loss(tmp_path):
     assert (aug_i.pop("normalization"), aug_u.pop("normalization")) == ("isnet", "u2net")
     assert aug_u == aug_i
     model = u2net.model
-    assert model._target_ == "salseg.tasks.U2NetTask" and list(model.loss_weights) == [1] * 7
+    assert model._target_ == "salseg.tasks.TrainingTask"
+    assert plain(u2net, "model")["loss"] == {"bce": {"criterion": "bce", "outputs": "sides",
+                                                      "weight": 1}}  # BCE on every side
     assert model.val_convention == isnet.model.val_convention == "dis_valid"
     assert "feature_sync" not in model and u2net.task_name == "u2net_dis5k"
 
