@@ -144,7 +144,7 @@ def heldout_score(ckpt: str, pairs, out: Path) -> dict:
 
 def bn_drift(start: str, end: str) -> tuple[float, int]:
     """The largest change of any BatchNorm running statistic, and of the step counters."""
-    from salseg.models.weights import read_state_dict
+    from salseg.weights.load import read_state_dict
 
     a, b = read_state_dict(start), read_state_dict(end)
     stats = [k for k in a if k.rsplit(".", 1)[-1] in ("running_mean", "running_var")]

@@ -1,7 +1,7 @@
 """Third-party messages that tell a salseg user nothing, silenced where a Trainer is built.
 
 * Lightning's "Tip: ... try installing litlogger" line on every fit, and its note that salseg's
-  own model summary (salseg.callbacks.model_summary) replaces the default one;
+  own model summary (salseg.training.callbacks.model_summary) replaces the default one;
 * torch's ``LeafSpec is deprecated`` FutureWarning, raised inside Lightning's own pytree helper;
 * Lightning's "The number of training batches (N) is smaller than the logging interval
   Trainer(log_every_n_steps=...)" warning: short epochs (the synthetic set, fine-tuning on a few

@@ -156,7 +156,7 @@ def test_gradient_labels_are_not_detached():
 
 
 def test_prefixed_official_checkpoint_loads_strictly(tmp_path, sd_t):
-    from salseg.models.weights import load_weights
+    from salseg.weights.load import load_weights
 
     sd = sd_t
     path = tmp_path / "BiRefNet_lite-compiled.pth"

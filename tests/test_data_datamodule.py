@@ -118,6 +118,21 @@ def test_mask_only_mode(synth_root):
     assert b["image"].shape == (4, 1, 56, 56) and torch.equal(b["image"], b["mask"])
 
 
+def test_mask_only_mode_validates_on_the_training_masks(synth_root):
+    """IS-Net phase 1 (official get_gt_encoder): the masks-only mode validates on the training
+    masks, not on data.val, and scores no monitor set; no caller edits the datamodule."""
+    dm = _synth_dm(synth_root, mask_only=True, monitor=[{"kind": "synthetic", "split": "val",
+                                                          "name": "mon"}])
+    dm.setup("validate")  # a validate-only run lists the training masks too
+    assert len(dm.train_pairs) == 12 and dm.val_pairs == dm.train_pairs
+    assert dm.monitor_sets == [] and dm.val_loader_prefixes == ["val"]
+    b = next(iter(dm.val_dataloader()))
+    assert b["image"].shape[1] == 1 and b["mask"].shape[1] == 1
+    plain = _synth_dm(synth_root, monitor=[{"kind": "synthetic", "split": "val", "name": "mon"}])
+    plain.setup("fit")
+    assert len(plain.val_pairs) == 5 and [n for n, _ in plain.monitor_sets] == ["mon"]
+
+
 def test_test_sets_one_loader_each(tmp_path):
     for split in ("DIS-TE1", "DIS-TE2"):
         make_pairs(tmp_path / "DIS5K" / split / "im", tmp_path / "DIS5K" / split / "gt", n=2)

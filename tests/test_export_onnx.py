@@ -22,8 +22,9 @@ from salseg.export.onnx import (
 )
 from salseg.models import create_model
 from salseg.models.onnx_import import identity_var
-from salseg.models.weights import WeightsError, load_weights, read_state_dict, save_state_dict
+from salseg.models.weights import WeightsError, save_state_dict
 from salseg.predict import Predictor
+from salseg.weights.load import load_weights, read_state_dict
 
 
 @pytest.fixture(scope="module")

@@ -21,10 +21,10 @@ from train_helpers import compose_train
 
 from salseg.data.datamodule import resolve_num_workers
 from salseg.data.synthetic import ensure_synthetic, make_spec
-from salseg.models.weights import read_state_dict
 from salseg.predict.predictor import Predictor
-from salseg.train_checks import ConfigError
 from salseg.training import train
+from salseg.training.checks import ConfigError
+from salseg.weights.load import read_state_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 

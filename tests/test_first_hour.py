@@ -66,7 +66,7 @@ def test_a_failed_run_does_not_block_its_name_and_a_normal_run_is_quiet(tmp_path
 def test_the_guard_names_last_ckpt_only_when_it_exists(tmp_path):
     import pytest
 
-    from salseg.train_checks import ConfigError, check_run_dir
+    from salseg.training.checks import ConfigError, check_run_dir
 
     cfg = OmegaConf.create({"ckpt_path": None, "overwrite": False})
     (tmp_path / "checkpoints").mkdir()

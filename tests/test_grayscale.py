@@ -17,11 +17,11 @@ from salseg.data.datasets import SegDataset
 from salseg.data.sources import Pair
 from salseg.data.transforms import build_recipe
 from salseg.evaluation.model import decode_pair
+from salseg.models.preprocess import Preprocessor
 from salseg.predict.batch import FileDecoder
 from salseg.predict.inputs import InputItem
 from salseg.predict.loop import _Decode
 from salseg.predict.predictor import Predictor
-from salseg.predict.preprocess import Preprocessor
 
 SIZE = (40, 56)
 

@@ -1,5 +1,6 @@
 """The package's import graph: no cycle anywhere in salseg/, counting the imports inside
-functions too (a function-level import is how a cycle hides)."""
+functions too (a function-level import is how a cycle hides), and no import that points up a
+floor (docs/architecture.md, "Floors")."""
 from __future__ import annotations
 
 import ast
@@ -85,3 +86,44 @@ def test_no_import_cycle_in_salseg():
     graph = import_graph()
     assert "salseg.evaluation.parallel" in graph["salseg.evaluation.model"]  # the graph is read
     assert cycles(graph) == []
+
+
+# The floors of docs/architecture.md: a room imports rooms on its own floor or below, never above.
+FLOORS = [
+    {"salseg", "atomic", "config", "quiet"},        # the package's __init__, utilities
+    {"models"},                                     # networks, cards, backbones
+    {"losses", "metrics", "data"},                  # what training and scoring are made of
+    {"zoo", "export"},                              # published weights; ONNX files and metadata
+    {"weights"},                                    # one resolve() for whatever names weights
+    {"predict"},                                    # the Predictor and its loop
+    {"tasks", "training", "evaluation"},            # salseg-train and salseg-eval
+    {"serve"},                                      # salseg-serve
+    {"cli"},                                        # argument parsing only
+]
+FLOOR = {room: level for level, rooms in enumerate(FLOORS) for room in rooms}
+
+def _room(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "salseg"
+
+
+def upward_imports(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
+    return {(m, t) for m, targets in graph.items() for t in targets
+            if FLOOR[_room(t)] > FLOOR[_room(m)]}
+
+
+def test_every_room_has_a_floor():
+    rooms = {_room(m) for m in import_graph()}
+    assert rooms == set(FLOOR), "add the new room to FLOORS and to docs/architecture.md"
+
+
+def test_the_floor_checker_finds_an_upward_import():
+    graph = {"salseg.models.x": {"salseg.predict.y"}, "salseg.predict.y": {"salseg.models.x"}}
+    assert upward_imports(graph) == {("salseg.models.x", "salseg.predict.y")}
+
+
+def test_no_import_points_up_a_floor():
+    graph = import_graph()
+    # a function-level import is read (training -> evaluation inside run_test)
+    assert "salseg.evaluation.model" in graph["salseg.training.pipeline"]
+    assert upward_imports(graph) == set()

@@ -9,11 +9,11 @@ from fixtures.predict.helpers import object_image, random_model, save, single_th
 from PIL import Image
 from skimage.transform import resize as sk_resize
 
+from salseg.models.preprocess import Preprocessor
+from salseg.models.restore import minmax, restore_alpha, to_uint8
 from salseg.models.weights import WeightsError, save_state_dict
 from salseg.predict import Predictor, RefineOptions
 from salseg.predict.backends import check_precision, resolve_device
-from salseg.predict.postprocess import minmax, restore_alpha, to_uint8
-from salseg.predict.preprocess import Preprocessor
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from salseg.models.restore import to_uint8
 from salseg.predict.compose import (
     background_like,
     checkerboard,
@@ -20,7 +21,6 @@ from salseg.predict.postprocess import (
     fill_holes,
     keep_largest_component,
     refine,
-    to_uint8,
 )
 
 

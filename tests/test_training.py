@@ -64,7 +64,9 @@ def test_u2net_dis5k_is_the_dis_protocol_with_u2nets_own_loss(tmp_path):
     assert (aug_i.pop("normalization"), aug_u.pop("normalization")) == ("isnet", "u2net")
     assert aug_u == aug_i
     model = u2net.model
-    assert model._target_ == "salseg.tasks.U2NetTask" and list(model.loss_weights) == [1] * 7
+    assert model._target_ == "salseg.tasks.TrainingTask"
+    assert plain(u2net, "model")["loss"] == {"bce": {"criterion": "bce", "outputs": "sides",
+                                                      "weight": 1}}  # BCE on every side
     assert model.val_convention == isnet.model.val_convention == "dis_valid"
     assert "feature_sync" not in model and u2net.task_name == "u2net_dis5k"
 
@@ -204,7 +206,7 @@ def test_resume_continues_with_identical_losses(data_root, tmp_path, monkeypatch
             if trainer.global_step == 4:
                 raise _Crash("simulated crash")
 
-    import salseg.training as training
+    import salseg.training.trainer as training
 
     orig = training.instantiate_list
     monkeypatch.setattr(training, "instantiate_list",
@@ -226,14 +228,28 @@ def _run(overrides: list[str], out: Path) -> Path:
     return out / "csv" / "metrics.csv"
 
 
-def test_isnet_two_phases_in_one_command(data_root, tmp_path):
-    """`python train.py model=isnet` without a GT encoder runs phase 1, then phase 2."""
+def test_isnet_two_phases_in_one_command(data_root, tmp_path, monkeypatch):
+    """`python train.py model=isnet` without a GT encoder runs phase 1, then phase 2; phase 1
+    takes the datamodule's masks-only mode (validated on the training masks, no monitor set)."""
+    import salseg.training.phases as phases
+
+    phase1 = {}
+    orig = phases.make_trainer
+
+    def spy(*args, **kwargs):
+        phase1["trainer"] = orig(*args, **kwargs)
+        return phase1["trainer"]
+
+    monkeypatch.setattr(phases, "make_trainer", spy)
     cfg = compose_train(["model=isnet", "trainer=cpu", "logger=csv", "trainer.max_epochs=1",
                          "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
                          "model.gt_encoder.max_epochs=1",
+                         "+data.monitor=[{kind: synthetic, split: val, name: mon}]",
                          *tiny_data_overrides(data_root, size=64, n_train=8, n_val=4, batch_size=2)],
                         tmp_path)
     train(cfg)
+    dm = phase1["trainer"].datamodule
+    assert dm.mask_only and dm.val_pairs == dm.train_pairs and dm.monitor_sets == []
     enc = tmp_path / "gt_encoder" / "gt_encoder.ckpt"
     assert enc.is_file()
     assert (tmp_path / "gt_encoder" / "checkpoints" / "last.ckpt").is_file()
@@ -246,7 +262,7 @@ def test_isnet_two_phases_in_one_command(data_root, tmp_path):
 def test_threshold_stopping_is_the_official_phase1_rule():
     from types import SimpleNamespace
 
-    from salseg.callbacks import ThresholdStopping
+    from salseg.training.callbacks import ThresholdStopping
 
     cb = ThresholdStopping(monitor="val/maxF", threshold=0.99)
     trainer = SimpleNamespace(sanity_checking=False, should_stop=False,

@@ -20,8 +20,8 @@ from hydra.core.global_hydra import GlobalHydra
 from train_helpers import compose_train, tiny_data_overrides
 
 from salseg.config import CONFIG_DIR
-from salseg.train_checks import ConfigError
 from salseg.training import train
+from salseg.training.checks import ConfigError
 
 FAST = ["model=u2netp", "trainer=cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
         "trainer.enable_progress_bar=false"]
@@ -114,7 +114,7 @@ def test_test_true_scores_like_salseg_eval_model_mode(data_root, tmp_path):
 
 
 def test_summary_is_written_when_a_later_stage_fails(data_root, tmp_path, monkeypatch):
-    import salseg.training as training
+    import salseg.training.pipeline as training
 
     def broken(*args, **kwargs):
         raise RuntimeError("test stage broke")
@@ -193,7 +193,7 @@ def test_official_loss_form_trains(data_root, tmp_path):
 # ------------------------------------------------------------------ issue 9.5: IS-Net phase 1
 
 def test_gt_encoder_alone_validates_on_the_training_masks(data_root, tmp_path, monkeypatch):
-    import salseg.training as training
+    import salseg.training.pipeline as training
 
     seen = {}
     orig = training.make_trainer
@@ -268,7 +268,7 @@ def test_a_kill_during_a_checkpoint_save_never_destroys_last_ckpt(tmp_path):
     the temp folder on another file system (/dev/shm) where there is one: last.ckpt is always
     a complete checkpoint (Lightning's own writer left it empty or truncated in ~1/3 of the
     kills)."""
-    from salseg.training import make_trainer
+    from salseg.training.trainer import make_trainer
 
     other_fs = "/dev/shm" if Path("/dev/shm").is_dir() else str(tmp_path / "tmp")
     Path(other_fs).mkdir(exist_ok=True)

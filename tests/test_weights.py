@@ -8,13 +8,8 @@ import torch
 from parity_helpers import deterministic_state_dict
 
 from salseg.models import create_model
-from salseg.models.weights import (
-    WeightsError,
-    guess_architecture,
-    load_model,
-    load_weights,
-    save_state_dict,
-)
+from salseg.models.weights import WeightsError, guess_architecture, save_state_dict
+from salseg.weights.load import load_model, load_weights
 
 
 @pytest.fixture(scope="module")

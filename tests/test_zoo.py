@@ -13,9 +13,10 @@ import torch
 from fixtures.predict.helpers import object_image, random_model, save, single_thread  # noqa: F401
 from fixtures.zoo_server import ZooServer
 
+from salseg.models.preprocess import Preprocessor
 from salseg.models.registry import MODELS, create_model, side_logits
-from salseg.models.weights import WeightsError, read_state_dict, save_state_dict
-from salseg.predict.preprocess import Preprocessor
+from salseg.models.weights import WeightsError, save_state_dict
+from salseg.weights.load import read_state_dict
 from salseg.zoo import catalogue
 from salseg.zoo.cache import ChecksumError, ZooError, downloads_dir, fetch, recorded_pin
 from salseg.zoo.catalogue import Source, ZooEntry, entries

@@ -140,7 +140,7 @@ def test_export_and_finetune_init_take_a_name(served, tmp_path):
     assert not task.freeze_bn  # a .pth source: real BatchNorm statistics
     _, data = served
     (tmp_path / "ref.pth").write_bytes(data)
-    from salseg.models.weights import read_state_dict
+    from salseg.weights.load import read_state_dict
 
     for k, v in read_state_dict(tmp_path / "ref.pth").items():
         assert torch.equal(task.model.state_dict()[k], v), k

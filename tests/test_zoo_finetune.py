@@ -14,8 +14,9 @@ from salseg.models.batchnorm import (
     freeze_batchnorm,
     has_folded_batchnorm,
 )
-from salseg.models.weights import read_state_dict, save_state_dict
+from salseg.models.weights import save_state_dict
 from salseg.tasks import U2NetTask
+from salseg.weights.load import read_state_dict
 
 
 @pytest.fixture(scope="module")

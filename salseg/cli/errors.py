@@ -69,11 +69,11 @@ def describe(err: BaseException) -> str:
 def user_error_types() -> tuple[type[BaseException], ...]:
     """The project's user-error types (each names the file or value at fault)."""
     from salseg.atomic import OutputExistsError, OutputFolderError
-    from salseg.checkpoint_io import CheckpointFileError
     from salseg.data.errors import DataError
     from salseg.evaluation.errors import EvaluationError
     from salseg.models.errors import WeightsError
-    from salseg.train_checks import ConfigError
+    from salseg.training.checkpoint_io import CheckpointFileError
+    from salseg.training.checks import ConfigError
     from salseg.zoo.cache import ZooError
 
     return (ConfigError, CheckpointFileError, DataError, WeightsError, EvaluationError, ZooError,

@@ -64,7 +64,7 @@ def cmd_info(name: str) -> int:
     print(f"  architecture:   {e.architecture} (out_ch={e.out_ch})")
     print(f"  prediction:     {e.prediction}"
           + (f" over classes {', '.join(e.classes)}" if e.classes else ""))
-    from salseg.predict.preprocess import Preprocessor
+    from salseg.models.preprocess import Preprocessor
 
     spec = Preprocessor(e.architecture, e.input_size, overrides=pre).spec
     print(f"  preprocessing:  {spec.input_size[0]}x{spec.input_size[1]}, scale {spec.scale}, "

@@ -20,8 +20,8 @@ from omegaconf import DictConfig
 
 from salseg.cli.errors import debug_enabled, report, run_hydra, user_error
 from salseg.config import CONFIG_DIR
-from salseg.train_checks import ConfigError, check_run_dir
 from salseg.training import train
+from salseg.training.checks import ConfigError, check_run_dir
 
 PROG = "salseg-train"
 
@@ -38,7 +38,7 @@ def _hydra_main(cfg: DictConfig) -> float | None:
 
 
 class RunDirGuard(Callback):
-    """Hydra callback (``configs/train.yaml``): :func:`salseg.train_checks.check_run_dir` before
+    """Hydra callback (``configs/train.yaml``): :func:`salseg.training.checks.check_run_dir` before
     Hydra writes anything into the run directory; a refusal is this command's error line."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:

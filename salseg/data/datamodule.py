@@ -25,8 +25,10 @@ Splits:
   ``pairs_file`` (+ ``val_pairs_file``) instead of ``train``/``val``.
 
 ``convention`` (``u2net`` or ``dis``) records which paper's evaluation convention the data set
-is scored with; the evaluation code reads it.  ``mask_only=True`` serves masks as inputs
-(IS-Net phase 1).  ``gpu_aug=True`` ships uint8 training batches and augments them on the
+is scored with; the evaluation code reads it.  ``mask_only=True`` is the masks-only mode of
+IS-Net phase 1 (the GT encoder; OFFICIAL_NOTES §3.2): masks are served as inputs, validation is
+on the training masks (``val_pairs`` = ``train_pairs``) and no monitor set is scored.
+``gpu_aug=True`` ships uint8 training batches and augments them on the
 training device (:mod:`salseg.data.gpu_aug`, in ``on_after_batch_transfer``).
 """
 from __future__ import annotations
@@ -265,7 +267,7 @@ class SegDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate"):
-            if stage in (None, "fit") and self.train_pairs is None:
+            if (stage in (None, "fit") or self.mask_only) and self.train_pairs is None:
                 if not self.train_specs:
                     raise DataLayoutError(
                         f"data '{self.name}' has no training source: set data.images=FOLDER "
@@ -276,6 +278,9 @@ class SegDataModule(L.LightningDataModule):
                 if self.mix_specs:  # mixed in after the val split: never held out
                     train = train + self._pairs(self.mix_specs, "mix")
                 self.train_pairs = train
+            if self.mask_only:  # the GT encoder is validated on its training masks, nothing else
+                self.val_pairs = list(self.train_pairs or [])
+                self.monitor_sets = []
             if self.val_pairs is None:
                 if self.val_specs:
                     self.val_pairs = self._pairs(self.val_specs, "val")

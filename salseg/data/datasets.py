@@ -5,7 +5,7 @@ Sample / batch contract (stable; used by training and evaluation):
 * training sample: ``{"image": float (3, h, w) normalised, "mask": float (1, h, w) in [0, 1],
   "path": str}``.
 * evaluation sample (``with_gt=True``): the same (``train=False``: the image prepared by the
-  model card's :class:`~salseg.predict.preprocess.Preprocessor` from the original file, never
+  model card's :class:`~salseg.models.preprocess.Preprocessor` from the original file, never
   from the resize cache, exactly as ``salseg-predict`` prepares it) plus ``"gt"``: the original-resolution mask
   ``(1, H0, W0)`` in [0, 1], ``"size"``: ``(H0, W0)``, ``"image_path"``, ``"mask_path"``,
   ``"name"`` (the stem, with ``__hflip`` for virtual flips).
@@ -61,7 +61,7 @@ class SegDataset(Dataset):
         # and salseg-eval model mode (same resize, same normalisation, same grayscale rule)
         self.preprocessor = None
         if not train and not mask_only:
-            from salseg.predict.preprocess import Preprocessor
+            from salseg.models.preprocess import Preprocessor
 
             self.preprocessor = Preprocessor(recipe.spec, input_size=recipe.input_size)
 

@@ -38,7 +38,7 @@ A recipe is chosen with ``aug=<name>`` (``configs/aug/*.yaml``); every field can
 Evaluation transform (all recipes): the mask is resized to ``eval_size`` (default ``size``; 320
 for u2net_paper, as ``u2net_test.py``) with the recipe's interpolation/truncation; the image of
 a validation sample is prepared by the model card's one preprocessing implementation
-(:class:`salseg.predict.preprocess.Preprocessor`, the one ``salseg-predict`` and ``salseg-eval``
+(:class:`salseg.models.preprocess.Preprocessor`, the one ``salseg-predict`` and ``salseg-eval``
 model mode use) at ``eval_size``; the dataset carries the original-resolution mask and size
 alongside.
 

@@ -48,7 +48,7 @@ def _weights_id(weights: object) -> dict[str, Any]:
         return {"random": "torch.manual_seed(0)"}
     if not isinstance(weights, (str, Path)):
         return {"object": type(weights).__name__}
-    from salseg.models.weights import resolve_checkpoint
+    from salseg.weights.load import resolve_checkpoint
     from salseg.zoo.cache import file_hash
 
     path = resolve_checkpoint(weights)

@@ -10,8 +10,8 @@ import numpy as np
 
 from salseg.data.io import load_image
 from salseg.data.sources import Pair
+from salseg.models.restore import to_uint8
 from salseg.predict.loop import predict_items
-from salseg.predict.postprocess import to_uint8
 from salseg.predict.predictor import Predictor
 
 

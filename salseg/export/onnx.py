@@ -3,7 +3,7 @@
 Graph contract (``export_onnx``):
 
 * one input ``input``: the normalised image batch ``(B, 3, H, W)``, float32, exactly what the
-  PyTorch model takes (see :mod:`salseg.predict.preprocess`); batch, height and width dynamic;
+  PyTorch model takes (see :mod:`salseg.models.preprocess`); batch, height and width dynamic;
 * outputs in the official order, as **probabilities** (sigmoid applied, like the official
   ``forward``): U2-Net ``fused, side1..side6``; IS-Net ``side1..side6`` (plus the six features
   ``feat1..feat6`` with ``include_features``).  Output 0 is always the prediction;
@@ -271,7 +271,7 @@ def export_onnx(model: nn.Module, path: str | Path, name: str, *, opset: int = O
         proto = onnx.load(tmp)
         meta = {CARD_KEY: name, "salseg.outputs": ",".join(outputs),
                 "salseg.batchnorm_folded": str(fold_batchnorm).lower(),
-                "salseg.input": "normalised image (see salseg.predict.preprocess)",
+                "salseg.input": "normalised image (see salseg.models.preprocess)",
                 PREPROCESSING_KEY: preprocessing.to_json()}
         if rembg:
             meta["salseg.rembg_session"] = REMBG_SESSIONS[card.rembg_session].session

@@ -373,7 +373,7 @@ def preprocess(image: Any, size: tuple[int, int], pipeline: str = "repo") -> tor
     ``"repo"`` (default) or ``"card"`` pipeline at ``size = (width, height)``."""
     from dataclasses import replace
 
-    from salseg.predict.preprocess import Preprocessor
+    from salseg.models.preprocess import Preprocessor
 
     pre = replace(BIREFNET_PREPROCESSING, input_size=(size[1], size[0]), **PIPELINES[pipeline])
     return Preprocessor(pre)(image)[None]
@@ -384,7 +384,7 @@ def postprocess(logits: torch.Tensor, original_hw: tuple[int, int],
     """Logits ``(1, 1, h, w)`` -> the uint8 mask ``(H0, W0)`` the official pipeline writes."""
     from dataclasses import replace
 
-    from salseg.predict.postprocess import restore_alpha, to_uint8
+    from salseg.models.restore import restore_alpha, to_uint8
 
     pre = replace(BIREFNET_PREPROCESSING, **PIPELINES[pipeline])
     return to_uint8(restore_alpha(torch.sigmoid(logits)[0, 0], tuple(original_hw), pre,

@@ -3,7 +3,7 @@
 The file formats of :mod:`salseg.models.weights` (official ``.pth`` with or without wrapper
 dicts and ``module.`` / ``_orig_mod.`` prefixes, Lightning ``.ckpt``, ``.safetensors``,
 ``.onnx``), read without resolving model-zoo names: the zoo's download check
-(:mod:`salseg.zoo.validate`) reads its files through here, and :func:`salseg.models.weights.
+(:mod:`salseg.zoo.validate`) reads its files through here, and :func:`salseg.weights.load.
 read_state_dict` adds the name resolution on top.  Pickles are read with
 ``torch.load(weights_only=True)``.
 """

@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image, ImageColor
 from scipy import ndimage
 
-from salseg.predict.postprocess import to_uint8
+from salseg.models.restore import to_uint8
 
 
 def _box(x: np.ndarray, radius: int) -> np.ndarray:

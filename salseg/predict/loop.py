@@ -4,7 +4,7 @@ the multi-process shards and the benchmarks.
 
 :func:`predict_items` decodes every item in DataLoader workers with a ``decode`` callable
 (``item -> (uint8 RGB array, gray flag)``), normalises it with ``predictor.prepare`` (the
-:class:`~salseg.predict.preprocess.Preprocessor` built from the model card), stacks ``batch_size``
+:class:`~salseg.models.preprocess.Preprocessor` built from the model card), stacks ``batch_size``
 inputs for one ``predictor.infer`` call and yields one :class:`Prediction` per item, in order.
 ``Prediction.alpha()`` runs ``predictor.finish`` (restore to the image size, refinement); callers
 may run it in threads.  A failure (decode or inference) is reported on the item

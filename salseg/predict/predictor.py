@@ -13,7 +13,7 @@ come from the catalogue.  Without ``model`` the architecture is guessed from the
 Class-map checkpoints (``u2net_cloth_seg``): :meth:`Predictor.predict_classes` returns the
 argmax class map; ``predict``/``finish`` encode class ``c`` as the alpha ``(c + 0.5) / 255`` so
 that the saved 8-bit mask holds the class indices.  Pre- and post-processing follow the official inference scripts
-(see :mod:`salseg.predict.preprocess` and :mod:`salseg.predict.postprocess`).
+(see :mod:`salseg.models.preprocess` and :mod:`salseg.predict.postprocess`).
 """
 from __future__ import annotations
 
@@ -27,14 +27,10 @@ import torch
 from torch import nn
 
 from salseg.models.card import Preprocessing, get_card
+from salseg.models.preprocess import Preprocessor
 from salseg.models.registry import canonical_name, create_model
-from salseg.models.weights import (
-    WeightsError,
-    checkpoint_meta,
-    guess_architecture,
-    load_weights,
-    read_state_dict,
-)
+from salseg.models.restore import restore_alpha, to_uint8
+from salseg.models.weights import WeightsError, guess_architecture
 from salseg.predict.backends import (
     BACKENDS,
     OnnxRunner,
@@ -46,14 +42,9 @@ from salseg.predict.backends import (
 from salseg.predict.compose import cutout as make_cutout
 from salseg.predict.compose import decontaminate as estimate_foreground
 from salseg.predict.images import ImageInput, decode_image
-from salseg.predict.postprocess import (
-    RefineOptions,
-    refine,
-    restore_alpha,
-    to_uint8,
-)
-from salseg.predict.preprocess import Preprocessor
+from salseg.predict.postprocess import RefineOptions, refine
 from salseg.weights import resolve as resolve_weights_file
+from salseg.weights.load import checkpoint_meta, load_weights, read_state_dict
 
 log = logging.getLogger(__name__)
 

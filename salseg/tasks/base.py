@@ -8,7 +8,7 @@ ground truth's original resolution, and TensorBoard logging of every loss term a
 
 Validation (conventions ``u2net`` and ``dis``) scores exactly the maps ``salseg-predict`` would
 save: the datamodule prepares the inputs with the card's ``Preprocessor``, and each prediction
-is restored to the GT's resolution by :func:`salseg.predict.postprocess.restore_alpha` (the
+is restored to the GT's resolution by :func:`salseg.models.restore.restore_alpha` (the
 card's ``restore`` mode, min-max normalisation) and quantised to 8 bits, so ``val/maxF`` and
 ``val/mae`` equal ``salseg-eval`` model mode's ``max_f`` and ``mae`` on the same data.  The
 ``dis_valid`` convention keeps the official IS-Net ``valid()`` (float maps, bilinear).
@@ -48,10 +48,10 @@ from torch import nn
 from salseg.models.batchnorm import freeze_batchnorm, has_folded_batchnorm
 from salseg.models.card import get_card
 from salseg.models.checkpointing import enable_activation_checkpointing
-from salseg.models.weights import load_weights
-from salseg.predict.postprocess import DEFAULT_NORMALIZATION, restore_alpha, to_uint8
+from salseg.models.restore import DEFAULT_NORMALIZATION, restore_alpha, to_uint8
 from salseg.tasks.validation import PREDICT_RESTORED, build_val_metrics
 from salseg.tasks.visualize import prediction_grid
+from salseg.weights.load import load_weights
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ term names are the card's output names (``train/bce_fused``, ``train/bce_side1``
   only; :mod:`salseg.losses.bce`) is the form of every BCE term that names none.
 * A card that takes masks (``takes_masks``: the IS-Net GT encoder, phase 1 of IS-Net) gets the
   mask as its input; ``stop_max_f`` adds the official stopping rule (validation max-F above it,
-  :class:`salseg.callbacks.ThresholdStopping`).
+  :class:`salseg.training.callbacks.ThresholdStopping`).
 * Terms with ``target: gt_encoder`` (IS-Net feature synchronisation, phase 2) compare the
   network's features with those of the card's ``gt_encoder``, loaded frozen from
   ``gt_encoder_ckpt``.  The official code leaves that encoder in ``train()`` mode, so its
@@ -38,13 +38,13 @@ from typing import Any
 
 import torch
 
-from salseg.callbacks import ThresholdStopping
 from salseg.losses.terms import LossTerms, parse_loss
 from salseg.models.batchnorm import freeze_batchnorm
 from salseg.models.card import get_card
-from salseg.models.weights import load_weights
 from salseg.tasks.base import SegmentationTask, frozen
+from salseg.training.callbacks import ThresholdStopping
 from salseg.weights.backbone import load_backbone_weights
+from salseg.weights.load import load_weights
 
 BN_MODES = ("train", "eval")
 GT_ENCODER = "gt_encoder"

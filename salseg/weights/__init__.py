@@ -5,10 +5,14 @@ the BatchNorm statistics are folded).  Loading a backbone's pretrained weights (
 strict on the backbone's keys) is :func:`salseg.models.backbones.load_pretrained`; starting a
 network from them (``model.backbone_weights``) is :func:`load_backbone_weights`.
 
-The older entry points stay where they were: :mod:`salseg.models.weights` (``load_weights``,
-``read_state_dict``, ``checkpoint_meta``) and :mod:`salseg.zoo.resolve`.
+Reading weights named by a path or a model-zoo name into a model (``load_weights``,
+``load_model``, ``read_state_dict``, ``checkpoint_meta``) is :mod:`salseg.weights.load`;
+name-free helpers (strict loading of a state dict, saving, guessing the architecture) are
+:mod:`salseg.models.weights`.
 """
 from salseg.weights.backbone import load_backbone_weights
+from salseg.weights.load import checkpoint_meta, load_model, load_weights, read_state_dict
 from salseg.weights.resolve import Weights, resolve
 
-__all__ = ["Weights", "load_backbone_weights", "resolve"]
+__all__ = ["Weights", "checkpoint_meta", "load_backbone_weights", "load_model", "load_weights",
+           "read_state_dict", "resolve"]

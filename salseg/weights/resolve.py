@@ -22,12 +22,8 @@ from salseg.models.card import ModelCard, Preprocessing, get_card
 from salseg.models.errors import WeightsError
 from salseg.models.registry import canonical_name, create_model
 from salseg.models.state_dict_io import TASK_PREFIX, strip_prefixes, unwrap_state_dict
-from salseg.models.weights import (
-    guess_architecture,
-    load_weights,
-    read_state_dict,
-    resolve_checkpoint,
-)
+from salseg.models.weights import guess_architecture
+from salseg.weights.load import load_weights, read_state_dict, resolve_checkpoint
 from salseg.zoo.resolve import zoo_entry_for, zoo_meta
 
 TORCH_SUFFIXES = (".safetensors", ".onnx")  # read by read_state_dict; anything else: torch.load

@@ -1,7 +1,7 @@
 """A checkpoint argument (a path or a catalogue name) -> a local, verified weights file.
 
-This is the one place names are resolved: :func:`salseg.models.weights.read_state_dict` and
-:func:`salseg.models.weights.checkpoint_meta` call it, so every command and API that takes a
+This is the one place names are resolved: :func:`salseg.weights.load.read_state_dict` and
+:func:`salseg.weights.load.checkpoint_meta` call it, so every command and API that takes a
 checkpoint path (salseg-predict ``--weights``, salseg-eval ``ckpt=``, salseg-export, fine-tuning
 ``model.init_weights=``, the Predictor, serving) accepts a catalogue name too.  A path that
 exists always wins over a name.

@@ -7,15 +7,17 @@
   ``model.gt_encoder_ckpt`` first runs phase 1 (the GT encoder, validated on the training
   masks, stopped by the official maxF > 0.99 rule) into ``<run>/gt_encoder/`` and then phase 2
   with that checkpoint.  ``model=isnet_gt_encoder`` on its own
-  (``model.train_on_masks``) runs phase 1 the same way.
-* Before anything runs, the config and the run directory are checked (:mod:`salseg.train_checks`).
-* Checkpoints are written atomically in their folder (:mod:`salseg.checkpoint_io`).
+  (``model.train_on_masks``) runs phase 1 the same way (:mod:`salseg.training.phases`; the
+  datamodule's masks-only mode, ``data.mask_only``).
+* Before anything runs, the config and the run directory are checked (:mod:`salseg.training.checks`).
+* The trainer comes from :mod:`salseg.training.trainer`; checkpoints are written atomically in
+  their folder (:mod:`salseg.training.checkpoint_io`).
 * ``test=true`` scores the datamodule's test sets after fit with the reported checkpoint through
   the model mode of ``salseg-eval`` (:func:`salseg.evaluation.model.evaluate_model`) into
   ``<run>/test/``.
 * ``train_summary.json`` says what was selected on what, which checkpoint a reproduction reports,
   the test scores, and is written even when a stage fails (``status``, ``completed``, ``error``).
-* With the :class:`salseg.callbacks.StartingPoint` callback (``experiment=finetune``) the
+* With the :class:`salseg.training.callbacks.StartingPoint` callback (``experiment=finetune``) the
   starting weights, scored before the first step, are a candidate too: the reported checkpoint
   is ``start.ckpt`` unless a trained checkpoint scores at least as well, and the summary records
   ``start_val_maxF`` beside ``best_val_maxF``.
@@ -32,21 +34,20 @@ from typing import Any
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ProgressBar
-from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from salseg.atomic import write_text_atomic
-from salseg.callbacks.model_summary import ModelSummary
-from salseg.checkpoint_io import AtomicCheckpointIO
-from salseg.quiet import silence_known_noise
-from salseg.train_checks import ConfigError, check_config, check_run_dir
+from salseg.training.callbacks import StartingPoint
+from salseg.training.callbacks.starting_point import START_FILE
+from salseg.training.checks import check_config, check_run_dir
+from salseg.training.phases import needs_phase1, train_gt_encoder
+from salseg.training.trainer import make_trainer
 
 log = logging.getLogger("salseg.train")
 # model-config keys read by the pipeline, not the task
 PIPELINE_KEYS = ("gt_encoder", "train_on_masks")
-TEST_MONITOR = "test_monitor/"
 
 
 def run_dir() -> Path:
@@ -56,92 +57,12 @@ def run_dir() -> Path:
         return Path(os.getcwd())
 
 
-def instantiate_list(cfg: DictConfig | None, **overrides: Any) -> list[Any]:
-    """Instantiate every ``_target_`` entry of a config group (``callbacks`` / ``logger``);
-    ``overrides`` replace keys that an entry has."""
-    out: list[Any] = []
-    if not cfg:
-        return out
-    for _, entry in cfg.items():
-        if isinstance(entry, DictConfig) and "_target_" in entry:
-            out.append(instantiate(entry, **{k: v for k, v in overrides.items() if k in entry}))
-    return out
-
-
 def task_config(model_cfg: DictConfig) -> DictConfig:
     cfg = OmegaConf.create(OmegaConf.to_container(model_cfg, resolve=True))
     with open_dict(cfg):
         for key in PIPELINE_KEYS:
             cfg.pop(key, None)
     return cfg
-
-
-def needs_phase1(cfg: DictConfig) -> bool:
-    model = cfg.model
-    from salseg.models.card import get_card
-
-    return (get_card(str(model.get("name"))).gt_encoder is not None
-            and bool(model.get("feature_sync", False))
-            and not model.get("gt_encoder_ckpt") and cfg.get("ckpt_path") is None)
-
-
-def make_trainer(cfg: DictConfig, out_dir: Path, logger_name: str | None = None,
-                 **overrides: Any) -> L.Trainer:
-    callbacks = instantiate_list(cfg.get("callbacks"))
-    for cb in callbacks:
-        if isinstance(cb, ModelCheckpoint):
-            cb.dirpath = str(out_dir / "checkpoints")
-        monitor = getattr(cb, "monitor", None)
-        if isinstance(monitor, str) and monitor.startswith(TEST_MONITOR):
-            raise ConfigError(
-                f"callbacks: {type(cb).__name__} monitors {monitor}, a test set watched for "
-                "information only; select on val/... (data.val or a data.val_split hold-out)")
-    # phase 1 logs beside phase 2, under its own name
-    loggers = instantiate_list(cfg.get("logger"), **({"name": logger_name} if logger_name else {}))
-    if not loggers:  # LearningRateMonitor refuses to run without a logger
-        callbacks = [cb for cb in callbacks if not isinstance(cb, LearningRateMonitor)]
-    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer_cfg.update({k: v for k, v in overrides.items() if v is not None})
-    if trainer_cfg.get("enable_progress_bar") is False:  # else Lightning refuses the callback
-        callbacks = [cb for cb in callbacks if not isinstance(cb, ProgressBar)]
-    if trainer_cfg.get("enable_model_summary", True) and not any(
-            isinstance(cb, LightningModelSummary) for cb in callbacks):
-        callbacks.append(ModelSummary())  # Lightning's, minus the FLOPs column of zeros
-    silence_known_noise()
-    extra = {} if trainer_cfg.get("plugins") else {"plugins": [AtomicCheckpointIO()]}
-    return instantiate(trainer_cfg, callbacks=callbacks, logger=loggers or False,
-                       _convert_="partial", **extra)
-
-
-def mask_datamodule(cfg: DictConfig) -> Any:
-    """The GT encoder's data: masks as inputs, validated on the training masks (official, no
-    flip; OFFICIAL_NOTES §3.2)."""
-    datamodule = instantiate(cfg.data, mask_only=True)
-    datamodule.setup("fit")
-    datamodule.val_pairs = list(datamodule.train_pairs)
-    datamodule.monitor_sets = []
-    return datamodule
-
-
-def train_gt_encoder(cfg: DictConfig, out: Path) -> Path:
-    """IS-Net phase 1 into ``out/gt_encoder``; returns the GT encoder checkpoint."""
-    phase_dir = out / "gt_encoder"
-    log.info("IS-Net phase 1: training the GT encoder into %s", phase_dir)
-    g = cfg.model.gt_encoder
-    task_cfg = OmegaConf.create(OmegaConf.to_container(g, resolve=True))
-    with open_dict(task_cfg):
-        max_epochs = task_cfg.pop("max_epochs", None)
-    datamodule = mask_datamodule(cfg)
-    task = instantiate(task_cfg, input_size=list(datamodule.input_size), _convert_="all")
-    trainer = make_trainer(cfg, phase_dir, logger_name="gt_encoder", max_epochs=max_epochs)
-    trainer.fit(task, datamodule=datamodule)
-    ckpt = phase_dir / "gt_encoder.ckpt"
-    trainer.save_checkpoint(ckpt, weights_only=True)
-    reached = any(getattr(cb, "reached", False) for cb in trainer.callbacks)
-    if not reached:
-        log.warning("GT encoder stopped before its maxF passed %s (the official script would exit "
-                    "here); continuing with the last weights: %s", g.get("stop_max_f"), ckpt)
-    return ckpt
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -161,7 +82,7 @@ def train(cfg: DictConfig) -> float | None:
                 cfg.model.gt_encoder_ckpt = str(ckpt)
             L.seed_everything(cfg.get("seed"), workers=True)
         if cfg.model.get("train_on_masks"):
-            datamodule = mask_datamodule(cfg)
+            datamodule = instantiate(cfg.data, mask_only=True)  # the masks-only mode
         else:
             datamodule = instantiate(cfg.data)
         task = instantiate(task_config(cfg.model), input_size=list(datamodule.input_size),
@@ -234,9 +155,6 @@ class RunRecord:
 
     def starting_point(self) -> tuple[float | None, str | None]:
         """The starting weights' score and checkpoint (``StartingPoint`` callback), if any."""
-        from salseg.callbacks import StartingPoint
-        from salseg.callbacks.starting_point import START_FILE
-
         cb = next((c for c in (self.trainer.callbacks if self.trainer else [])
                    if isinstance(c, StartingPoint)), None)
         if cb is None:
@@ -252,8 +170,6 @@ class RunRecord:
 
     def start_wins(self) -> bool:
         """Whether no trained checkpoint scores at least as well as the starting weights."""
-        from salseg.callbacks import StartingPoint
-
         score, _ = self.starting_point()
         if score is None:
             return False

@@ -6,7 +6,7 @@ The whole validation split is scored by Lightning's sanity check (``trainer.num_
 =-1``, required), i.e. by the same validation code, metrics and process group as every later
 validation.  The weights are written to ``<checkpoints>/start.ckpt`` (weights only: what
 ``salseg-eval ckpt=`` and ``salseg-predict --weights`` read).  The training pipeline
-(:mod:`salseg.training`) reports the start instead of the best trained checkpoint when no
+(:mod:`salseg.training.pipeline`) reports the start instead of the best trained checkpoint when no
 trained checkpoint scores at least as well, so the reported weights are never worse on
 validation than the starting ones; ``train_summary.json`` records both scores.
 
@@ -22,7 +22,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_info
 
-from salseg.train_checks import ConfigError
+from salseg.training.checks import ConfigError
 
 START_FILE = "start.ckpt"
 

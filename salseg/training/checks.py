@@ -19,7 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from salseg.checkpoint_io import check_checkpoint_file
+from salseg.training.checkpoint_io import check_checkpoint_file
 
 # What a training run writes into its directory (removed by overwrite=true); Hydra's own files
 # (.hydra/, <job>.log) are rewritten by Hydra itself.
