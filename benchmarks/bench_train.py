@@ -573,6 +573,18 @@ ROWS: dict[str, dict] = {
     "bf16-graphs-levers": {"pipeline": "salseg", "label": "salseg bf16 graphs+loss",
                            "precision": "bf16-mixed", "compile": "reduce-overhead",
                            "fused_loss": True, "sync_dtype": "bfloat16"},
+    # the compiled levers on top of the best eager row (bf16 channels_last gpu_aug)
+    "bf16-cl-gpuaug-compile": {"pipeline": "salseg", "label": "salseg bf16 cl gpu_aug compile",
+                               "precision": "bf16-mixed", "channels_last": True, "gpu_aug": True,
+                               "compile": True},
+    "bf16-cl-gpuaug-graphs": {"pipeline": "salseg", "label": "salseg bf16 cl gpu_aug graphs",
+                              "precision": "bf16-mixed", "channels_last": True, "gpu_aug": True,
+                              "compile": "reduce-overhead"},
+    "bf16-cl-gpuaug-compile-levers": {"pipeline": "salseg",
+                                      "label": "salseg bf16 cl gpu_aug compile+loss",
+                                      "precision": "bf16-mixed", "channels_last": True,
+                                      "gpu_aug": True, "compile": True, "fused_loss": True,
+                                      "sync_dtype": "bfloat16"},
     "cl": {"pipeline": "salseg", "label": "salseg channels_last", "channels_last": True},
     "compile": {"pipeline": "salseg", "label": "salseg compile", "compile": True},
 }
