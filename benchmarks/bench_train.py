@@ -516,6 +516,7 @@ def compare_rows(model: str, variants: list[dict], base: dict, p: dict, timeout:
                 if not ref.proc.is_alive():
                     raise
                 print(f"  row {model} {row['label']} failed: {exc}", flush=True)
+                FAILED.append(f"{model} {row['label']}")
                 continue
             ratio = paired_ratio(ws["row"], ws["ref"], min_cpu_share=min_cpu_share)
             ref_windows += ws["ref"]
@@ -534,6 +535,7 @@ def compare_rows(model: str, variants: list[dict], base: dict, p: dict, timeout:
         ref_summary = ref.stop()
     except WorkerError as exc:
         print(f"  reference row {model} {ref_row['label']} failed: {exc}", flush=True)
+        FAILED.append(f"{model} {ref_row['label']}")
         return results
     finally:
         ref.kill()
@@ -541,6 +543,8 @@ def compare_rows(model: str, variants: list[dict], base: dict, p: dict, timeout:
         results = {ref_row["label"]: (None, ref_windows, ref_summary), **results}
     return results
 
+
+FAILED: list[str] = []  # rows that failed: the benchmark's own failure (exit 1), not a ratio
 
 # every row the benchmark knows, by key (``--rows``); labels are what the tables print
 ROWS: dict[str, dict] = {
@@ -699,6 +703,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"({model}: best salseg row = {label}: {ratio.describe()})")
     for model, (ratio, _) in ratios.items():
         print(ratio.line(f"train_vs_official_{model}"))
+    if FAILED:
+        print(f"failed rows: {', '.join(FAILED)}", file=sys.stderr)
+        return 1
     return 0
 
 
