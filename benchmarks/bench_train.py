@@ -619,6 +619,7 @@ def compare_rows(model: str, variants: list[dict], base: dict, p: dict, timeout:
                 if not ref.proc.is_alive():
                     raise
                 print(f"  row {model} {row['label']} failed: {exc}", flush=True)
+                FAILED.append(f"{model} {row['label']}")
                 continue
             ratio = paired_ratio(ws["row"], ws["ref"], min_cpu_share=min_cpu_share)
             ref_windows += ws["ref"]
@@ -637,6 +638,7 @@ def compare_rows(model: str, variants: list[dict], base: dict, p: dict, timeout:
         ref_summary = ref.stop()
     except WorkerError as exc:
         print(f"  reference row {model} {ref_row['label']} failed: {exc}", flush=True)
+        FAILED.append(f"{model} {ref_row['label']}")
         return results
     finally:
         ref.kill()
@@ -644,6 +646,8 @@ def compare_rows(model: str, variants: list[dict], base: dict, p: dict, timeout:
         results = {ref_row["label"]: (None, ref_windows, ref_summary), **results}
     return results
 
+
+FAILED: list[str] = []  # rows that failed: the benchmark's own failure (exit 1), not a ratio
 
 # every row the benchmark knows, by key (``--rows``); labels are what the tables print
 ROWS: dict[str, dict] = {
@@ -676,6 +680,18 @@ ROWS: dict[str, dict] = {
     "bf16-graphs-levers": {"pipeline": "salseg", "label": "salseg bf16 graphs+loss",
                            "precision": "bf16-mixed", "compile": "reduce-overhead",
                            "fused_loss": True, "sync_dtype": "bfloat16"},
+    # the compiled levers on top of the best eager row (bf16 channels_last gpu_aug)
+    "bf16-cl-gpuaug-compile": {"pipeline": "salseg", "label": "salseg bf16 cl gpu_aug compile",
+                               "precision": "bf16-mixed", "channels_last": True, "gpu_aug": True,
+                               "compile": True},
+    "bf16-cl-gpuaug-graphs": {"pipeline": "salseg", "label": "salseg bf16 cl gpu_aug graphs",
+                              "precision": "bf16-mixed", "channels_last": True, "gpu_aug": True,
+                              "compile": "reduce-overhead"},
+    "bf16-cl-gpuaug-compile-levers": {"pipeline": "salseg",
+                                      "label": "salseg bf16 cl gpu_aug compile+loss",
+                                      "precision": "bf16-mixed", "channels_last": True,
+                                      "gpu_aug": True, "compile": True, "fused_loss": True,
+                                      "sync_dtype": "bfloat16"},
     "cl": {"pipeline": "salseg", "label": "salseg channels_last", "channels_last": True},
     "compile": {"pipeline": "salseg", "label": "salseg compile", "compile": True},
 }
@@ -790,6 +806,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"({model}: best salseg row = {label}: {ratio.describe()})")
     for model, (ratio, _) in ratios.items():
         print(ratio.line(f"train_vs_official_{model}"))
+    if FAILED:
+        print(f"failed rows: {', '.join(FAILED)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -94,5 +94,33 @@ def test_bench_train_runs_the_lever_rows_in_paired_windows(tmp_path):
     assert [r["key"] for r in rows] == ["bf16-fusedloss", "bf16-syncbf16"]
     for r in rows:
         assert len(r["windows"]) == len(r["reference_windows"]) == 2
-        assert all(w["work"] == 1 and w["wall"] > 0 for w in r["windows"])
+        # a window's work is the images it trained on (the rates are images/s): 1 step of 2
+        assert all(w["work"] == 2 and w["wall"] > 0 for w in r["windows"] + r["reference_windows"])
         assert r["ratio"]["pairs"] == 2
+
+
+def test_gpu_figures_script_names_known_rows_and_fits_its_budget():
+    """``benchmarks/gpu_figures.sh`` is one call on a lent GPU: its syntax holds, every
+    ``bench_train.py`` row it names exists, and it stops itself within 9 minutes."""
+    import re
+
+    script = ROOT / "benchmarks" / "gpu_figures.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        from bench_train import ROWS
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    lists = dict(re.findall(r"^(ISNET_EAGER|U2NET|ISNET_COMPILED)=(\S+)$", text, re.M))
+    assert set(lists) == {"ISNET_EAGER", "U2NET", "ISNET_COMPILED"}
+    for keys in lists.values():
+        assert keys.split(",")[0] == "official"
+        assert set(keys.split(",")) <= set(ROWS), keys
+    levers = {k for keys in lists.values() for k in keys.split(",") for lever in
+              ("fused_loss", "sync_dtype", "compile") if ROWS[k].get(lever)}
+    assert {ROWS[k]["compile"] for k in levers if ROWS[k].get("compile")} == {True, "reduce-overhead"}
+    assert any(ROWS[k].get("fused_loss") for k in levers)
+    assert any(ROWS[k].get("sync_dtype") == "bfloat16" for k in levers)
+    assert int(re.search(r"^BUDGET=\$\{BUDGET:-(\d+)\}$", text, re.M).group(1)) <= 540
+    assert "tests/test_cuda.py" in text and "--models u2net " in text
