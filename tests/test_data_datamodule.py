@@ -32,7 +32,7 @@ def test_all_required_configs_exist():
                 "dis_vd", "dis_te1", "dis_te2", "dis_te3", "dis_te4", "custom", "synthetic"}
     assert required <= set(DATA_CONFIGS)
     assert {p.stem for p in (CONFIGS / "aug").glob("*.yaml")} == {
-        "u2net_paper", "isnet_paper", "strong"}
+        "u2net_paper", "isnet_paper", "birefnet_paper", "strong"}
 
 
 @pytest.mark.parametrize("name", DATA_CONFIGS)

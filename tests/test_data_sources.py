@@ -154,6 +154,10 @@ def test_pair_list_file(tmp_path):
 
 
 def test_resolve_root(tmp_path, monkeypatch):
+    from hydra.core.hydra_config import HydraConfig
+
+    # outside a Hydra run (an in-process train.py test may have left Hydra's config set)
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", None)
     assert resolve_root(tmp_path) == tmp_path.resolve()
     monkeypatch.setenv("SALSEG_DATA_ROOT", str(tmp_path / "env"))
     assert resolve_root(None) == (tmp_path / "env").resolve()

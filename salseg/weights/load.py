@@ -43,7 +43,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
         raise WeightsError(str(exc)) from exc
 
 
-def _not_a_file(path: Path) -> str:
+def not_a_file_reason(path: Path) -> str:
     """Why ``path`` cannot be read as a checkpoint: a folder (perhaps shadowing a model-zoo
     name), or a missing file (perhaps meant as the zoo name its stem is)."""
     text = str(path)
@@ -71,7 +71,7 @@ def read_state_dict(path: str | Path, prefix: str | None = None) -> OrderedDict[
     """
     path = resolve_checkpoint(path)
     if not path.is_file():
-        raise WeightsError(_not_a_file(path))
+        raise WeightsError(not_a_file_reason(path))
     return read_state_dict_file(path, prefix)
 
 

@@ -23,7 +23,12 @@ from salseg.models.errors import WeightsError
 from salseg.models.registry import canonical_name, create_model
 from salseg.models.state_dict_io import TASK_PREFIX, strip_prefixes, unwrap_state_dict
 from salseg.models.weights import guess_architecture
-from salseg.weights.load import load_weights, read_state_dict, resolve_checkpoint
+from salseg.weights.load import (
+    load_weights,
+    not_a_file_reason,
+    read_state_dict,
+    resolve_checkpoint,
+)
 from salseg.zoo.resolve import zoo_entry_for, zoo_meta
 
 TORCH_SUFFIXES = (".safetensors", ".onnx")  # read by read_state_dict; anything else: torch.load
@@ -91,8 +96,7 @@ def resolve(weights: str | Path, model: str | None = None, prefix: str | None = 
     meta: dict[str, Any] = zoo_meta(entry) if entry is not None else {}
     path = resolve_checkpoint(weights)
     if not path.is_file():
-        raise WeightsError(f"{path}: checkpoint file not found (nor a model-zoo name; see "
-                           "salseg-models list)")
+        raise WeightsError(not_a_file_reason(path))
     if path.stat().st_size == 0:
         raise WeightsError(f"{path}: checkpoint file is empty (0 bytes)")
     suffix = path.suffix.lower()
