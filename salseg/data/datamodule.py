@@ -50,6 +50,7 @@ from salseg.data.errors import DataLayoutError
 from salseg.data.samplers import EpochShuffleSampler
 from salseg.data.sources import ROOT_ENV_VAR, Pair, list_source, resolve_root
 from salseg.data.transforms import Recipe, build_recipe
+from salseg.metrics.conventions import CONVENTION_RECORDS
 
 
 def _plain(x: Any) -> Any:
@@ -142,8 +143,9 @@ class SegDataModule(L.LightningDataModule):
         super().__init__()
         if on_error not in ("raise", "skip"):
             raise ValueError(f"data.on_error must be 'raise' or 'skip', got {on_error!r}")
-        if convention not in ("u2net", "dis"):
-            raise ValueError(f"data.convention must be 'u2net' or 'dis', got {convention!r}")
+        if convention not in CONVENTION_RECORDS:
+            raise ValueError(f"data.convention must be one of {sorted(CONVENTION_RECORDS)}, "
+                             f"got {convention!r}")
         self.name = name
         self.root = resolve_root(root)
         explicit_root = root not in (None, "") or bool(os.environ.get(ROOT_ENV_VAR))

@@ -151,7 +151,9 @@ class SaliencyMetrics(torch.nn.Module):
             out["max_f_mean_pr"] = float(pr["max_f"])
             out["mean_f_mean_curve"] = float(mc["mean_f"])
             out["mean_f_mean_pr"] = float(pr["mean_f"])
-            chosen = pr if self.convention == "u2net" else mc
+            # the convention's max_f is one of the two curves (its record names which)
+            chosen = {"max_f_mean_pr": pr, "max_f_mean_curve": mc}[
+                CONVENTION_RECORDS[self.convention].max_f_key]
             out["max_f"] = float(chosen["max_f"])
             out["mean_f"] = float(chosen["mean_f"])
             out["max_f_threshold"] = int(chosen["argmax_threshold"])
