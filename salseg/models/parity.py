@@ -3,7 +3,10 @@
 ``build(name)`` returns a fresh model for a fixture name (``u2net``, ``u2netp``, ``isnetdis``,
 ``isnet_gt_encoder``: a card's ``official_manifest`` or one of its names) and ``outputs(name,
 raw)`` turns its forward output into the flat official structure (7 probability maps, or 6 side
-probabilities followed by 6 features).
+probabilities followed by 6 features).  ``logits(name, raw)`` is the card's prediction, the
+logit map BiRefNet's checker compares (``python ../shared/reference/birefnet/check_birefnet.py
+salseg.models.parity:build --outputs salseg.models.parity:logits --loss
+salseg.losses.birefnet:birefnet_loss``).
 """
 from __future__ import annotations
 
@@ -30,3 +33,7 @@ def build(name: str) -> nn.Module:
 
 def outputs(name: str, raw: Any) -> Sequence[torch.Tensor]:
     return card_for_manifest(name).official_flat(raw)
+
+
+def logits(name: str, raw: Any) -> torch.Tensor:
+    return card_for_manifest(name).outputs(raw).prediction
