@@ -83,8 +83,8 @@ def read_state_dict_file(path: Path, prefix: str | None = None) -> OrderedDict[s
 
 class Mismatch(NamedTuple):
     """How a state dict differs from a module's: keys missing, keys unexpected, and keys of
-    another shape (``"key (got) != (want)"``), each sorted; ``num_batches_tracked`` ignored
-    (BatchNorm fills it in)."""
+    another shape (``"key (got) != (want)"``), each sorted; a missing ``num_batches_tracked``
+    is not counted (BatchNorm fills it in)."""
 
     missing: list[str]
     unexpected: list[str]
@@ -102,7 +102,7 @@ def compare_state_dicts(want: Mapping[str, torch.Tensor], got: Mapping[str, torc
         return {k: tuple(v.shape) for k, v in sd.items() if not k.endswith("num_batches_tracked")}
 
     w, g = shapes(want), shapes(got)
-    return Mismatch(missing=sorted(set(w) - set(g)), unexpected=sorted(set(g) - set(w)),
+    return Mismatch(missing=sorted(set(w) - set(g)), unexpected=sorted(set(got) - set(want)),
                     shapes=[f"{k} {g[k]} != {w[k]}" for k in sorted(set(w) & set(g))
                             if w[k] != g[k]])
 
