@@ -2,36 +2,19 @@
 normal run is free of third-party noise (item 8)."""
 from __future__ import annotations
 
-import io
 import logging
 import os
 import subprocess
 import sys
-from contextlib import redirect_stderr
 from pathlib import Path
 
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
+from train_helpers import run_train_cli as _cli
 from train_helpers import tiny_data_overrides
 
 REPO = Path(__file__).resolve().parent.parent
 FAST = ["model=u2netp", "trainer=cpu", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
         "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false"]
-
-
-def _cli(args: list[str], monkeypatch) -> tuple[int, str]:
-    from salseg.cli.train import main
-
-    GlobalHydra.instance().clear()
-    monkeypatch.setattr(sys, "argv", ["salseg-train", *args])
-    buf = io.StringIO()
-    code = 0
-    with redirect_stderr(buf):
-        try:
-            main()
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, buf.getvalue()
 
 
 def test_a_failed_run_does_not_block_its_name_and_a_normal_run_is_quiet(tmp_path, monkeypatch):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from train_helpers import compose_train, tiny_data_overrides
+from train_helpers import run_train_cli as _cli
 
 from salseg.config import CONFIG_DIR
 from salseg.training import train
@@ -355,24 +355,6 @@ def test_progress_bar_can_be_disabled(data_root, tmp_path):
 
 
 # ------------------------------------------------------------------ issue 10.11: clear errors
-
-def _cli(args: list[str], monkeypatch) -> tuple[int, str]:
-    import io
-    from contextlib import redirect_stderr
-
-    from salseg.cli.train import main
-
-    GlobalHydra.instance().clear()
-    monkeypatch.setattr(sys, "argv", ["salseg-train", *args])
-    buf = io.StringIO()
-    code = 0
-    with redirect_stderr(buf):
-        try:
-            main()
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return code, buf.getvalue()
-
 
 @pytest.fixture()
 def bad_inputs(tmp_path) -> dict[str, Path]:

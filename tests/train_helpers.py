@@ -31,3 +31,24 @@ def compose_train(overrides: list[str], out_dir: Path) -> DictConfig:
     HydraConfig.instance().set_config(cfg)
     out_dir.mkdir(parents=True, exist_ok=True)
     return cfg
+
+
+def run_train_cli(args: list[str], monkeypatch) -> tuple[int, str]:
+    """``salseg-train ARGS`` run in this process as the console script runs it: the exit code
+    and what it wrote to stderr."""
+    import io
+    import sys
+    from contextlib import redirect_stderr
+
+    from salseg.cli.train import main
+
+    GlobalHydra.instance().clear()
+    monkeypatch.setattr(sys, "argv", ["salseg-train", *args])
+    buf = io.StringIO()
+    code = 0
+    with redirect_stderr(buf):
+        try:
+            main()
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+    return code, buf.getvalue()
