@@ -51,6 +51,8 @@ class RSU(nn.Module):
     ``pool1`` ... ``pool{L-2}`` and ``rebnconv{L-1}d`` ... ``rebnconv1d`` as in the official code.
     """
 
+    checkpoint_unit = True  # model.activation_checkpointing recomputes the whole block
+
     def __init__(self, height: int, in_ch: int, mid_ch: int, out_ch: int) -> None:
         super().__init__()
         if height < 3:
@@ -103,6 +105,8 @@ class RSU4(RSU):
 
 class RSU4F(nn.Module):
     """RSU-4F: the dilated, pooling-free residual U-block used at the lowest resolutions."""
+
+    checkpoint_unit = True  # model.activation_checkpointing recomputes the whole block
 
     def __init__(self, in_ch: int = 3, mid_ch: int = 12, out_ch: int = 3) -> None:
         super().__init__()

@@ -1,17 +1,21 @@
 """Activation checkpointing for training (``model.activation_checkpointing=true``).
 
-Every residual U-block (RSU-L, RSU-4F) of a network keeps only its input during the forward
-pass and recomputes its inner activations during the backward pass
-(``torch.utils.checkpoint``, non-reentrant).  This trades about one extra forward pass for
-most of the activation memory — what IS-Net needs to train at batch 8 and 1024x1024 on a
-16 GB GPU (DIS issue #65).
+A network says where it can be checkpointed, so this module knows no architecture:
+
+* a module whose class sets ``checkpoint_unit = True`` (the residual U-blocks RSU-L and RSU-4F
+  of U2-Net and IS-Net) is checkpointed here as a whole: it keeps only its input during the
+  forward pass and recomputes its inner activations during the backward pass
+  (``torch.utils.checkpoint``, non-reentrant).  This trades about one extra forward pass for
+  most of the activation memory — what IS-Net needs to train at batch 8 and 1024x1024 on a
+  16 GB GPU (DIS issue #65);
+* a module with an ``enable_activation_checkpointing()`` method (the Swin backbone of BiRefNet,
+  whose blocks take extra inputs) checkpoints its own blocks and returns how many.
 
 BatchNorm layers in training mode would update their running statistics twice (once in the
 forward, once in the recomputation); the recomputation therefore runs with ``momentum = 0``
 (running statistics unchanged, ``num_batches_tracked`` restored), so a checkpointed step
 leaves exactly the same state as a plain one (tested).  The module tree and state-dict keys
-do not change: the blocks' ``forward`` is wrapped per instance.  Swin backbones (BiRefNet) have
-their own ``activation_checkpointing`` flag, which this sets.
+do not change: the blocks' ``forward`` is wrapped per instance.
 """
 from __future__ import annotations
 
@@ -21,8 +25,6 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
-
-from salseg.models.blocks import RSU, RSU4F
 
 
 @contextlib.contextmanager
@@ -57,16 +59,15 @@ def _wrap(block: nn.Module) -> None:
 
 
 def enable_activation_checkpointing(model: nn.Module) -> int:
-    """Checkpoint every RSU block (and every Swin block) of ``model`` in place; return how many
-    blocks are checkpointed."""
-    from salseg.models.backbones.swin import SwinTransformer
-
+    """Checkpoint every checkpoint unit of ``model`` in place (see the module docstring); return
+    how many blocks are checkpointed."""
     count = 0
     for module in model.modules():
-        if isinstance(module, SwinTransformer):  # its own flag (no BatchNorm in Swin blocks)
-            module.activation_checkpointing = True
-            count += sum(len(stage.blocks) for stage in module.layers)
-        if isinstance(module, RSU | RSU4F) and not getattr(module, "_salseg_checkpointed", False):
+        if module is not model and callable(getattr(module, "enable_activation_checkpointing",
+                                                    None)):
+            count += module.enable_activation_checkpointing()
+        elif getattr(type(module), "checkpoint_unit", False) and not getattr(
+                module, "_salseg_checkpointed", False):
             _wrap(module)
             count += 1
     return count

@@ -286,6 +286,12 @@ class SwinTransformer(nn.Module):
         for stage in self.layers:
             stage.activation_checkpointing = bool(value)
 
+    def enable_activation_checkpointing(self) -> int:
+        """``model.activation_checkpointing``: recompute every block in the backward pass (the
+        protocol of :mod:`salseg.models.checkpointing`); returns the number of blocks."""
+        self.activation_checkpointing = True
+        return sum(len(stage.blocks) for stage in self.layers)
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.patch_embed(x)
         h, w = int(x.shape[-2]), int(x.shape[-1])
