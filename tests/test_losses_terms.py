@@ -14,15 +14,15 @@ from parity_helpers import fixture
 
 from salseg.config import CONFIG_DIR
 from salseg.losses import DeepSupervisionBCE, FeatureSyncLoss
-from salseg.losses.birefnet import (
+from salseg.losses.criteria import iou_loss, ssim_loss
+from salseg.losses.parity import birefnet_loss
+from salseg.losses.terms import LossTerm, LossTerms, parse_loss
+from salseg.models.birefnet import (
     DIS5K_LAMBDAS,
     GENERAL_LAMBDAS,
     PIX_CRITERIA,
-    birefnet_loss,
     birefnet_loss_config,
 )
-from salseg.losses.criteria import iou_loss, ssim_loss
-from salseg.losses.terms import LossTerm, LossTerms, parse_loss
 from salseg.models.card import ModelOutputs
 
 FIXTURE = Path(__file__).parent / "fixtures" / "losses" / "birefnet_swin_v1_t_loss.npz"

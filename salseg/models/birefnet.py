@@ -23,7 +23,7 @@ are the official ones (``bb.``, ``squeeze_module.0.``, ``decoder.``). The model 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -338,19 +338,46 @@ BIREFNET_PREPROCESSING = Preprocessing(input_size=(1024, 1024), scale="255", gra
 MODEL_CARD_PIPELINE = {"resize": "pil_bilinear", "restore": "pil_bicubic"}
 PIPELINES = {"repo": {}, "card": MODEL_CARD_PIPELINE}
 
-# The official training loss with the DIS5K weights (Config task='DIS5K', loss.py PixLoss + the
-# gradient loss of train.py): the same terms as configs/loss/birefnet_dis5k.yaml and
-# salseg.losses.birefnet.birefnet_loss_config(DIS5K_LAMBDAS, 40) (tests check both).
-_FINETUNE = 40  # Config.finetune_last_epochs = -40 for DIS5K
-DIS5K_LOSS = {
-    "bce": {"criterion": "bce", "form": "official", "outputs": "sides", "weight": 30.0,
-            "resize": "pred", "finetune": {"last_epochs": _FINETUNE, "factor": 0.0}},
-    "iou": {"criterion": "iou", "outputs": "sides", "weight": 0.5, "resize": "pred",
-            "finetune": {"last_epochs": _FINETUNE, "factor": 0.5}},
-    "ssim": {"criterion": "ssim", "outputs": "sides", "weight": 10.0, "resize": "pred"},
-    "gdt": {"criterion": "bce", "form": "official", "outputs": "gdt_preds",
-            "target": "aux:gdt_labels", "target_fn": "sigmoid", "resize": "pred"},
-}
+# The official training loss (loss.py ``PixLoss`` + the gradient loss of train.py) as loss terms
+# (salseg.losses.terms): ``sum_l sum_c lambda_c * c(sigmoid(up(pred_l)), gt)`` over the 4 levels
+# (m4, m3, m2, logits) and the criteria bce (``nn.BCELoss``), iou, ssim, mae, every map resized
+# to the GT (bilinear, align_corners=True) before the sigmoid; plus ``sum_k BCE(sigmoid(up(
+# gdt_pred_k)), sigmoid(gdt_label_k))`` over the 3 gradient-branch outputs, labels not detached.
+# The fine-tune phase (``finetune_last_epochs``) multiplies the weights at the start of every
+# fine-tune epoch, compounding: bce * 0, iou * 0.5, mae * 0.9, ssim * 1.
+#: criteria of ``PixLoss`` in the official order, and their per-epoch fine-tune factors
+PIX_CRITERIA = ("bce", "iou", "ssim", "mae")
+FINETUNE_FACTORS = {"bce": 0.0, "iou": 0.5, "ssim": 1.0, "mae": 0.9}
+DIS5K_LAMBDAS = {"bce": 30.0, "iou": 0.5, "ssim": 10.0}
+GENERAL_LAMBDAS = {"bce": 30.0, "iou": 0.5, "ssim": 10.0, "mae": 100.0}
+
+
+def birefnet_loss_config(lambdas: Mapping[str, float], finetune_last_epochs: int | None = None
+                         ) -> dict:
+    """The ``model.loss`` terms of BiRefNet with the given ``lambdas_pix_last``."""
+    unsupported = sorted(k for k, v in lambdas.items() if v and k not in PIX_CRITERIA)
+    if unsupported:
+        raise ValueError(f"BiRefNet loss criteria {unsupported} are not implemented; "
+                         f"supported: {list(PIX_CRITERIA)}")
+    terms: dict = {}
+    for c in PIX_CRITERIA:
+        if not lambdas.get(c):
+            continue  # the official PixLoss builds only the criteria of non-zero weight
+        term = {"criterion": c, "outputs": "sides", "weight": float(lambdas[c]), "resize": "pred"}
+        if c == "bce":
+            term["form"] = "official"
+        if finetune_last_epochs and FINETUNE_FACTORS[c] != 1.0:
+            term["finetune"] = {"last_epochs": int(finetune_last_epochs),
+                                "factor": FINETUNE_FACTORS[c]}
+        terms[c] = term
+    terms["gdt"] = {"criterion": "bce", "form": "official", "outputs": "gdt_preds",
+                    "target": "aux:gdt_labels", "target_fn": "sigmoid", "resize": "pred"}
+    return terms
+
+
+DIS5K_FINETUNE = 40  # Config.finetune_last_epochs = -40 for DIS5K
+#: the card's default loss (Config task='DIS5K'); configs/loss/birefnet_dis5k.yaml holds the same
+DIS5K_LOSS = birefnet_loss_config(DIS5K_LAMBDAS, DIS5K_FINETUNE)
 
 # Training (official train.py): AdamW over all parameters at one learning rate (no backbone
 # rule: backbone_lr_mult 1; ``model.backbone_lr_mult`` gives the ``bb.`` parameters their own).

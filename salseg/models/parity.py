@@ -6,7 +6,7 @@ raw)`` turns its forward output into the flat official structure (7 probability 
 probabilities followed by 6 features).  ``logits(name, raw)`` is the card's prediction, the
 logit map BiRefNet's checker compares (``python ../shared/reference/birefnet/check_birefnet.py
 salseg.models.parity:build --outputs salseg.models.parity:logits --loss
-salseg.losses.birefnet:birefnet_loss``).
+salseg.losses.parity:birefnet_loss``).
 """
 from __future__ import annotations
 
