@@ -97,3 +97,17 @@ def test_a_toy_card_trains_through_train_py(tmp_path):
     assert {"train/bce_fine", "train/bce_mid", "train/bce_coarse", "train/iou_fine",
             "train/loss_bce", "train/loss_iou"} <= logged
     assert sum(1 for r in rows if r.get("train/loss")) == 2
+
+
+def test_salseg_models_cards_lists_the_registry_with_plugins(tmp_path):
+    """``salseg-models cards`` lists every registered card (the names ``--model`` / ``model=``
+    accept), the built-in ones and a plugin's, read from the registry, not from a list."""
+    (tmp_path / "toy_card_plugin.py").write_text(TOY)
+    env = {**os.environ, "SALSEG_MODEL_MODULES": "toy_card_plugin",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    result = subprocess.run(["salseg-models", "cards"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()[1:] if line.strip()}
+    assert {"u2net", "u2netp", "isnet", "isnet_gt_encoder", "birefnet", "toy3"} <= set(lines)
+    assert "fine, mid, coarse" in lines["toy3"] and "no (takes masks)" in lines["isnet_gt_encoder"]

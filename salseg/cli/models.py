@@ -1,6 +1,7 @@
 """``salseg-models``: the pretrained model zoo from the command line (docs/zoo.md).
 
     salseg-models list                      the catalogue, one line per checkpoint
+    salseg-models cards                     the architectures (model cards): --model / model= names
     salseg-models info isnet-anime          everything the catalogue says about one name
     salseg-models download u2netp isnet     fetch (and convert) into the cache, with progress
     salseg-models verify                    re-hash every cached file against its checksum
@@ -22,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the catalogue")
+    sub.add_parser("cards", help="list the architectures (model cards) that --model and "
+                   "model= accept")
     info = sub.add_parser("info", help="describe one checkpoint")
     info.add_argument("name")
     dl = sub.add_parser("download", help="download (and convert) checkpoints into the cache")
@@ -52,6 +55,22 @@ def cmd_list() -> int:
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r[:6], widths)) + "  " + r[6])
     print(f"\ncache: {cache.downloads_dir()}")
+    return 0
+
+
+def cmd_cards() -> int:
+    """One line per registered model card: the names ``--model`` / ``model=`` accept."""
+    from salseg.models.card import cards
+
+    rows = [("name", "aliases", "input", "outputs", "predicts", "official parity")]
+    for c in cards():
+        h, w = c.preprocessing.input_size
+        rows.append((c.name, ", ".join(c.aliases) or "-", f"{h}x{w}",
+                     ", ".join(c.side_names), "yes" if c.can_predict else "no (takes masks)",
+                     c.official_manifest or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)) + "  " + r[-1])
     return 0
 
 
@@ -167,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "list":
             return cmd_list()
+        if args.command == "cards":
+            return cmd_cards()
         if args.command == "info":
             return cmd_info(args.name)
         if args.command == "download":

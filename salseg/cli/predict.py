@@ -55,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image files, folders, glob patterns or .txt/.lst lists of paths")
     p.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR",
                    help="output folder (created if needed)")
-    p.add_argument("--model", help="architecture: u2net, u2netp or isnet (from the catalogue for "
-                   "a model-zoo name, else guessed from the weights when omitted)")
+    p.add_argument("--model", help="architecture: a model card name (salseg-models cards; from "
+                   "the catalogue for a model-zoo name, else guessed from the weights when "
+                   "omitted)")
     p.add_argument("--weights", help=".ckpt, official .pth, .safetensors or .onnx file, or a "
                    "model-zoo name (salseg-models list), downloaded and verified on first use")
     p.add_argument("--random-weights", action="store_true",

@@ -29,8 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", action="append", default=[], metavar="[ID=]WEIGHTS",
                    help="a model to serve (repeat for several; the first is the default)")
-    p.add_argument("--model", help="architecture when it cannot be guessed from the weights "
-                   "(u2net, u2netp, isnet)")
+    p.add_argument("--model", help="architecture when it cannot be guessed from the weights (a "
+                   "model card name: salseg-models cards)")
     p.add_argument("--random-weights", action="store_true",
                    help="serve --model with random weights (for testing only)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from salseg.models.card import Preprocessing, get_card
+from salseg.models.card import Preprocessing, cards, get_card
 from salseg.models.preprocess import Preprocessor
 from salseg.models.registry import canonical_name, create_model
 from salseg.models.restore import restore_alpha, to_uint8
@@ -83,8 +83,9 @@ def _name_from(state_dict: Mapping[str, torch.Tensor], model: str | None, source
         return canonical_name(model)
     guess = guess_architecture(state_dict)
     if guess is None:
+        names = "|".join(c.name for c in cards() if c.can_predict)
         raise WeightsError(f"{source}: cannot tell the architecture from the weights; "
-                           "pass model=<u2net|u2netp|isnet>")
+                           f"pass model=<{names}> (salseg-models cards)")
     return guess
 
 
