@@ -240,3 +240,28 @@ def test_numpy_normalisation_twin_matches_model_spec(name):
     ours = torch.from_numpy(normalize_hwc(x, spec))
     ref = spec.normalize(torch.from_numpy(x).permute(2, 0, 1)[None] * 255.0)[0]
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_a_complete_recipe_config_needs_no_entry_in_the_package(tmp_path):
+    """A new architecture's augmentation recipe is one ``configs/aug/<name>.yaml`` composed from
+    ``base/recipe`` (here from a config folder outside the package, on Hydra's search path):
+    the datamodule ``train.py`` instantiates builds it without an entry in ``RECIPES``; an
+    incomplete recipe under an unknown name is still refused, naming the missing fields."""
+    from hydra.utils import instantiate
+    from train_helpers import compose_train
+
+    from salseg.config import CONFIG_DIR
+    from salseg.data.transforms import RECIPES
+
+    text = (CONFIG_DIR / "aug" / "isnet_paper.yaml").read_text()
+    (tmp_path / "extra" / "aug").mkdir(parents=True)
+    (tmp_path / "extra" / "aug" / "toy_paper.yaml").write_text(
+        text.replace("name: isnet_paper", "name: toy_paper").replace("size: 1024", "size: 48"))
+    cfg = compose_train(["data=synthetic", "aug=toy_paper",
+                         f"hydra.searchpath=[file://{tmp_path / 'extra'}]"], tmp_path / "run")
+    assert "toy_paper" not in RECIPES
+    recipe = instantiate(cfg.data).recipe
+    assert recipe.name == "toy_paper" and recipe.size == (48, 48)
+    assert recipe.flip == "horizontal" and recipe.truncate_uint8 and recipe.mask_norm == "none"
+    with pytest.raises(ValueError, match=r"unknown augmentation recipe 'toy_paper'.*missing"):
+        build_recipe({"name": "toy_paper", "size": 48})

@@ -1,7 +1,10 @@
 """Augmentation recipes (albumentations pipelines) and the evaluation transform.
 
 A recipe is chosen with ``aug=<name>`` (``configs/aug/*.yaml``); every field can be overridden
-(``aug.size=192 aug.crop=176``).  Recipes (defaults in :data:`RECIPES`):
+(``aug.size=192 aug.crop=176``).  The papers' recipes are named in :data:`RECIPES`, so that
+Python callers and a data config's ``default_aug`` can name them; a complete recipe (every field
+of :class:`Recipe`, as ``configs/aug/base/recipe.yaml`` composes them) needs no entry, so a new
+architecture's recipe is one ``configs/aug/<name>.yaml``.  Recipes:
 
 ``u2net_paper`` — official ``u2net_train.py`` / ``data_loader.py`` (OFFICIAL_NOTES §2.2):
   resize to 320x320 ignoring the aspect ratio, bilinear for the image **without anti-aliasing**
@@ -159,10 +162,15 @@ def build_recipe(cfg: Recipe | Mapping | str | None = None, default: str = "u2ne
         pass
     cfg = {k: v for k, v in dict(cfg).items() if not str(k).startswith("_")}
     name = cfg.pop("name", None) or default
-    if name not in RECIPES:
-        raise ValueError(f"unknown augmentation recipe {name!r}; expected one of {list(RECIPES)}")
-    base = RECIPES[name]
     known = {f.name for f in fields(Recipe)}
+    if name in RECIPES:
+        base = RECIPES[name]
+    elif known - {"name"} <= set(cfg):  # a complete recipe (configs/aug/*.yaml): no entry needed
+        base = Recipe(name=name)
+    else:
+        missing = sorted(known - {"name"} - set(cfg))
+        raise ValueError(f"unknown augmentation recipe {name!r}; expected one of {list(RECIPES)}, "
+                         f"or a complete recipe (missing fields: {missing})")
     unknown = set(cfg) - known
     if unknown:
         raise ValueError(f"unknown aug option(s) {sorted(unknown)} for recipe {name!r}; "
