@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trace-size", type=int, default=320, help="tracing input size (>= 64)")
     p.add_argument("--input-size", type=_size, default=None, metavar="N|HxW",
                    help="the input size recorded in the file (default: the weights'); the "
-                   "graph's fixed size for models without a dynamic size (BiRefNet)")
+                   "graph's fixed size for models whose export has no dynamic size (salseg-models cards)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
     p.add_argument("--tolerance", type=float, default=1e-4, help="parity check tolerance")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")

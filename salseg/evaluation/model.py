@@ -30,6 +30,7 @@ from salseg.evaluation.parallel import (
 from salseg.evaluation.prediction import decode_pair, map_name, predict_pairs
 from salseg.evaluation.report import Results, check_free, write_reports
 from salseg.evaluation.scoring import DatasetScores, score_pairs
+from salseg.metrics.conventions import DEFAULT_CONVENTION
 from salseg.predict.io import write_png
 from salseg.predict.parallel import LaunchedRank, launched_device, launched_rank, shard
 from salseg.predict.predictor import Predictor
@@ -59,7 +60,7 @@ def _items(predictor: Predictor, pairs: Sequence[Pair], batch_size: int, num_wor
 
 
 def evaluate_model(predictor: Predictor, test_sets: Sequence[tuple[str, Sequence[Pair]]],
-                   out_dir: str | Path, convention: str = "u2net", method: str | None = None,
+                   out_dir: str | Path, convention: str = DEFAULT_CONVENTION, method: str | None = None,
                    groups: str | Sequence[str] = "auto", batch_size: int = 4, num_workers: int = 0,
                    save_predictions: bool = False, workers: int = 0, hce_binarize: str = "dis",
                    skeleton_cache: str | None = None, progress: bool = True, plots: bool = True,

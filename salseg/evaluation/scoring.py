@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from salseg.metrics import SaliencyMetrics
+from salseg.metrics.conventions import DEFAULT_CONVENTION
 from salseg.metrics.hce import (
     HumanCorrectionEffort,
     SkeletonCache,
@@ -62,7 +63,7 @@ def _pool(workers: int) -> ProcessPoolExecutor:
 
 def score_pairs(
     items: Iterable[tuple[str, np.ndarray | torch.Tensor, np.ndarray | torch.Tensor]],
-    convention: str = "u2net",
+    convention: str = DEFAULT_CONVENTION,
     groups: Iterable[str] | None = None,
     hce_binarize: str = "dis",
     skeleton_cache: str | None = None,

@@ -21,7 +21,14 @@ from typing import Any
 import torch
 
 from salseg.metrics.base import PairScore, SumMetric
-from salseg.metrics.conventions import ALL_GROUPS, CONVENTION_RECORDS, SOD_GROUPS  # noqa: F401
+from salseg.metrics.conventions import (  # noqa: F401
+    ALL_GROUPS,
+    CONVENTION_RECORDS,
+    DEFAULT_CONVENTION,
+    DIS_CONVENTION,
+    SOD_CONVENTION,
+    SOD_GROUPS,
+)
 from salseg.metrics.e_measure import EMeasure
 from salseg.metrics.fmeasure import FMeasureDISValid, FMeasureMeanCurve, FMeasureMeanPR
 from salseg.metrics.hce import HumanCorrectionEffort
@@ -41,7 +48,7 @@ RESULT_KEYS = (
 def convention_for(dataset: str, convention: str = "auto") -> str:
     """``auto`` -> ``dis`` for DIS5K sets (name containing "dis"), else ``u2net``."""
     if convention == "auto":
-        return "dis" if "dis" in dataset.lower() else "u2net"
+        return DIS_CONVENTION if "dis" in dataset.lower() else SOD_CONVENTION
     if convention not in CONVENTIONS:
         raise ValueError(f"convention must be one of {CONVENTIONS} or 'auto', got {convention!r}")
     return convention
@@ -69,7 +76,7 @@ class SaliencyMetrics(torch.nn.Module):
 
     def __init__(
         self,
-        convention: str = "u2net",
+        convention: str = DEFAULT_CONVENTION,
         groups: Iterable[str] = ALL_GROUPS,
         hce_binarize: str = "dis",
         skeleton_cache: str | None = None,

@@ -14,6 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: the two conventions' names (named after the papers' protocols, not after models)
+SOD_CONVENTION = "u2net"
+DIS_CONVENTION = "dis"
+DEFAULT_CONVENTION = SOD_CONVENTION
+
 ALL_GROUPS = ("fmeasure", "mae", "wf", "sm", "em", "relax_fb", "hce", "dis_valid")
 SOD_GROUPS = ("fmeasure", "mae", "wf", "sm", "em", "relax_fb")
 
@@ -31,11 +36,11 @@ class Convention:
 
 
 CONVENTION_RECORDS = {c.name: c for c in (
-    Convention("u2net", "U2-Net / BASNet convention: F-measure of the mean-over-images precision "
+    Convention(SOD_CONVENTION, "U2-Net / BASNet convention: F-measure of the mean-over-images precision "
                "and recall curves, 255 thresholds (Binary-Segmentation-Evaluation-Tool)",
                "max_f_mean_pr", "mean_pr", "sod", "U2-Net", "Salient object detection",
                SOD_GROUPS),
-    Convention("dis", "DIS convention: maximum of the mean of the per-image F-measure curves, "
+    Convention(DIS_CONVENTION, "DIS convention: maximum of the mean of the per-image F-measure curves, "
                "256 thresholds (DIS paper toolbox = pysodmetrics)",
                "max_f_mean_curve", "mean_curve", "dis", "DIS", "Dichotomous image segmentation",
                ALL_GROUPS),

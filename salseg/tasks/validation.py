@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from salseg.metrics.base import PairScore, SumMetric
+from salseg.metrics.conventions import DEFAULT_CONVENTION, DIS_CONVENTION, SOD_CONVENTION
 from salseg.metrics.fmeasure import (
     N_THRESHOLDS_MEAN_PR,
     FMeasureDISValid,
@@ -46,8 +47,8 @@ class ValConvention:
 
 
 VAL_CONVENTIONS = {c.name: c for c in (
-    ValConvention("u2net", FMeasureMeanPR),
-    ValConvention("dis", FMeasureMeanCurve),
+    ValConvention(SOD_CONVENTION, FMeasureMeanPR),
+    ValConvention(DIS_CONVENTION, FMeasureMeanCurve),
     ValConvention("dis_valid", FMeasureDISValid, predict_restored=False, float_maps=True),
 )}
 # conventions scored on the maps salseg-predict saves (restored to the GT size, 8 bits)
@@ -84,7 +85,7 @@ class DISValidFloat(SumMetric):
 
 
 class ValidationMetrics(nn.Module):
-    def __init__(self, convention: str = "u2net") -> None:
+    def __init__(self, convention: str = DEFAULT_CONVENTION) -> None:
         super().__init__()
         if convention not in CONVENTIONS:
             raise ValueError(f"val_convention must be one of {sorted(CONVENTIONS)}, got {convention!r}")
@@ -111,5 +112,5 @@ class ValidationMetrics(nn.Module):
                 metric.reset()
 
 
-def build_val_metrics(convention: str = "u2net") -> ValidationMetrics:
+def build_val_metrics(convention: str = DEFAULT_CONVENTION) -> ValidationMetrics:
     return ValidationMetrics(convention)

@@ -73,8 +73,8 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.get("require_init_weights") and not _get(cfg, "model.init_weights"):
         raise ConfigError(
             "experiment=finetune needs model.init_weights: the weights to fine-tune (an official "
-            ".pth, a project .ckpt, .safetensors, an .onnx file or a model-zoo name such as "
-            "model.init_weights=u2netp; `salseg-models list`); model.init_weights=random "
+            ".pth, a project .ckpt, .safetensors, an .onnx file or a model-zoo name of "
+            "`salseg-models list`); model.init_weights=random "
             "fine-tunes from random weights on purpose")
     ckpt = cfg.get("ckpt_path")
     if ckpt and str(ckpt) not in ("last", "best", "hpc", "registry"):  # Lightning's own names
