@@ -84,15 +84,16 @@ def resolve_num_workers(value: int | str) -> int:
     return workers
 
 
-def _int(key: str, value: Any, minimum: int) -> int:
-    """``data.<key>`` as an integer >= ``minimum`` (``4``, ``4.0`` and ``"4"`` are 4)."""
+def _int(key: str, value: Any, minimum: int | None) -> int:
+    """``data.<key>`` as an integer >= ``minimum`` (``None``: any; ``4``, ``4.0`` and ``"4"`` are
+    4)."""
     try:
         number = int(value)
         integral = not isinstance(value, bool) and (not isinstance(value, float) or number == value)
     except (TypeError, ValueError):
-        number, integral = minimum - 1, False
-    if not integral or number < minimum:
-        kind = "a positive integer" if minimum == 1 else "a non-negative integer"
+        number, integral = 0, False
+    if not integral or minimum is not None and number < minimum:
+        kind = {None: "an integer", 0: "a non-negative integer"}.get(minimum, "a positive integer")
         raise DataOptionError(f"data.{key}={value!r}: expected {kind}")
     return number
 
@@ -176,7 +177,7 @@ class LoaderOptions:
             _int("val_batch_size", self.val_batch_size, 1)
         workers = resolve_num_workers(self.num_workers)
         for key, value in (("batch_size", batch), ("val_batch_size", val_batch),
-                           ("num_workers", workers), ("seed", _int("seed", self.seed, 0)),
+                           ("num_workers", workers), ("seed", _int("seed", self.seed, None)),
                            ("persistent_workers", bool(self.persistent_workers) and workers > 0),
                            ("pin_memory", bool(self.pin_memory)),
                            ("drop_last", bool(self.drop_last)), ("gpu_aug", bool(self.gpu_aug))):
@@ -225,13 +226,16 @@ class Options:
 
 
 def split_options(options: Mapping[str, Any], name: str = "custom",
-                  own_keys: tuple[str, ...] = (), **records: Any) -> Options:
+                  own_keys: tuple[str, ...] = (), *, sources: DataSources | None = None,
+                  loader: LoaderOptions | None = None, checks: CheckPolicy | None = None
+                  ) -> Options:
     """Route the flat ``data.<key>`` values in ``options`` into :class:`DataSources`,
     :class:`LoaderOptions` and :class:`CheckPolicy` (``name`` names the shortcut specs).
 
-    ``records`` may hold ready records (``sources=``, ``loader=``, ``checks=``; ``None`` = build
-    from the keys); giving a record and one of its keys at once is refused, and so is a key no
+    ``sources`` / ``loader`` / ``checks`` may be ready records (``None``: built from the keys);
+    giving a record and one of its keys at once is refused, and so is a key no
     record knows (the message lists the known keys, with ``own_keys``, the caller's own)."""
+    records = {"sources": sources, "loader": loader, "checks": checks}
     groups: dict[str, dict[str, Any]] = {record: {} for record in RECORD_KEYS}
     owner = {key: record for record, keys in RECORD_KEYS.items() for key in keys}
     for key, value in options.items():
@@ -241,7 +245,7 @@ def split_options(options: Mapping[str, Any], name: str = "custom",
         groups[owner[key]][key] = plain(value)
     for record, kind in (("sources", DataSources), ("loader", LoaderOptions),
                          ("checks", CheckPolicy)):
-        given = records.get(record)
+        given = records[record]
         if given is None:
             continue
         if not isinstance(given, kind):
@@ -253,9 +257,10 @@ def split_options(options: Mapping[str, Any], name: str = "custom",
             raise DataOptionError(f"{keys} given together with a ready {kind.__name__} "
                                   f"({record}=...): give one or the other")
     return Options(
-        sources=records.get("sources") or DataSources.from_keys(name=name, **groups["sources"]),
-        loader=records.get("loader") or LoaderOptions(**groups["loader"]),
-        checks=records.get("checks") or CheckPolicy(**groups["checks"]),
+        sources=sources if sources is not None else DataSources.from_keys(name=name,
+                                                                         **groups["sources"]),
+        loader=loader if loader is not None else LoaderOptions(**groups["loader"]),
+        checks=checks if checks is not None else CheckPolicy(**groups["checks"]),
     )
 
 
