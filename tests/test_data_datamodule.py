@@ -265,8 +265,7 @@ def test_custom_config_through_hydra(tmp_path):
     make_pairs(tmp_path / "im", tmp_path / "gt", n=10)
     cfg = _compose("+data=custom", f"data.root={tmp_path}", "data.images=im", "data.masks=gt",
                    "+aug=strong", "aug.size=32")
-    dm = instantiate(cfg.data)
-    dm.verbose = False
+    dm = instantiate(cfg.data, verbose=False)
     dm.setup("fit")
     assert len(dm.train_pairs) == 9 and len(dm.val_pairs) == 1  # val_split 0.1
     b = next(iter(dm.val_dataloader()))

@@ -254,7 +254,7 @@ def test_the_documented_overrides_compose_and_reach_the_datamodule(tmp_path):
     dm = instantiate(cfg.data, verbose=False)
     assert dm.cache_cfg["enabled"] is True and dm.cache is not None
     assert dm.recipe.gray == "per_channel" and dm.recipe.spec.gray == "per_channel"
-    assert dm.drop_last is False
+    assert dm.loader.drop_last is False
 
 
 # ------------------------------------------------------------------ running the blocks

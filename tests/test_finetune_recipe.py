@@ -19,7 +19,7 @@ from bn_probe import save_folded
 from PIL import Image
 from train_helpers import compose_train
 
-from salseg.data.datamodule import resolve_num_workers
+from salseg.data.options import resolve_num_workers
 from salseg.data.synthetic import ensure_synthetic, make_spec
 from salseg.predict.predictor import Predictor
 from salseg.training import train
@@ -154,4 +154,4 @@ def test_finetune_recipe_sizes_workers_to_the_machine(tmp_path):
     cfg = compose_train(["experiment=finetune", "model.init_weights=u2netp"], tmp_path)
     assert cfg.data.num_workers == "auto"
     datamodule = instantiate(cfg.data)
-    assert 1 <= datamodule.num_workers <= min(4, len(os.sched_getaffinity(0)))
+    assert 1 <= datamodule.loader.num_workers <= min(4, len(os.sched_getaffinity(0)))

@@ -71,8 +71,8 @@ def test_asked_for_random_weights_log_no_warning(caplog):
 
 
 def test_workers_are_capped_at_the_machine(monkeypatch):
-    from salseg.data import datamodule
+    from salseg.data import options
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
-    assert datamodule.workers_for_machine(4) == 2
-    assert datamodule.workers_for_machine(1) == 1 and datamodule.workers_for_machine(0) == 0
+    assert options.workers_for_machine(4) == 2
+    assert options.workers_for_machine(1) == 1 and options.workers_for_machine(0) == 0

@@ -6,7 +6,14 @@ It lists the configured sources (:mod:`salseg.data.sources`), validates them
 builds the recipe (``aug``; :mod:`salseg.data.transforms`) and serves batches following the
 contract in :mod:`salseg.data.datasets`.
 
-Splits:
+Its options come in three records (:mod:`salseg.data.options`), built from the flat ``data.<key>``
+config keys by :func:`~salseg.data.options.split_options` (an unknown key is refused by name):
+``sources`` (:class:`~salseg.data.options.DataSources`), ``loader``
+(:class:`~salseg.data.options.LoaderOptions`) and ``checks``
+(:class:`~salseg.data.options.CheckPolicy`).  Python callers may pass the flat keys
+(``SegDataModule(name="x", images="im", masks="gt", batch_size=4)``) or ready records.
+
+Splits (``sources``):
 * ``train``: list of source specs (concatenated).
 * ``val``: list of source specs (concatenated into one loader); if empty and ``val_split > 0``,
   a seeded random fraction of the training pairs is held out (virtual flips of a held-out
@@ -24,12 +31,14 @@ Splits:
 * Custom shortcut: ``images``/``masks`` (+ optional ``val_images``/``val_masks``) or
   ``pairs_file`` (+ ``val_pairs_file``) instead of ``train``/``val``.
 
-``convention`` (``u2net`` or ``dis``) records which paper's evaluation convention the data set
-is scored with; the evaluation code reads it.  ``mask_only=True`` is the masks-only mode of
-IS-Net phase 1 (the GT encoder; OFFICIAL_NOTES §3.2): masks are served as inputs, validation is
-on the training masks (``val_pairs`` = ``train_pairs``) and no monitor set is scored.
-``gpu_aug=True`` ships uint8 training batches and augments them on the
-training device (:mod:`salseg.data.gpu_aug`, in ``on_after_batch_transfer``).
+The datamodule's own keys: ``name``; ``root`` (the data root); ``aug`` / ``default_aug`` (the
+recipe); ``convention`` (``u2net`` or ``dis``: which paper's evaluation convention the data set
+is scored with; the evaluation code reads it); ``mask_only=True``, the masks-only mode of IS-Net
+phase 1 (the GT encoder; OFFICIAL_NOTES §3.2): masks are served as inputs, validation is on the
+training masks (``val_pairs`` = ``train_pairs``) and no monitor set is scored; ``alpha`` (RGBA
+images); ``synthetic`` (the generated set's parameters); ``cache`` (the uint8 resize cache).
+``loader.gpu_aug`` ships uint8 training batches and augments them on the training device
+(:mod:`salseg.data.gpu_aug`, in ``on_after_batch_transfer``).
 """
 from __future__ import annotations
 
@@ -46,48 +55,19 @@ from torch.utils.data import DataLoader
 
 from salseg.data.check import apply_policy, check_pairs
 from salseg.data.datasets import SegDataset, collate_seg, seed_worker
-from salseg.data.errors import DataLayoutError
+from salseg.data.errors import DataLayoutError, DataOptionError
+from salseg.data.options import (
+    CheckPolicy,
+    DataSources,
+    LoaderOptions,
+    plain,
+    split_options,
+    workers_for_machine,
+)
 from salseg.data.samplers import EpochShuffleSampler
 from salseg.data.sources import ROOT_ENV_VAR, Pair, list_source, resolve_root
 from salseg.data.transforms import Recipe, build_recipe
 from salseg.metrics.conventions import CONVENTION_RECORDS
-
-
-def _plain(x: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(x, DictConfig | ListConfig):
-            return OmegaConf.to_container(x, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return x
-
-
-def _specs(x: Any) -> list[dict]:
-    x = _plain(x)
-    if x is None:
-        return []
-    if isinstance(x, Mapping):
-        return [dict(x)]
-    return [dict(s) for s in x]
-
-
-AUTO_WORKERS_MAX = 4
-
-
-def resolve_num_workers(value: int | str) -> int:
-    """``data.num_workers``: an integer, or ``auto`` = min(4, the CPUs this process may use), the
-    most DataLoader workers that do not oversubscribe the machine (DataLoader warns above it)."""
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return max(1, workers_for_machine(AUTO_WORKERS_MAX))
-    try:
-        workers = int(value)
-    except (TypeError, ValueError):
-        workers = -1
-    if workers < 0 or isinstance(value, bool):
-        raise ValueError(f"data.num_workers must be a non-negative integer or auto, got {value!r}")
-    return workers
 
 
 def subsample(pairs: list[Pair], fraction: float, seed: int, name: str) -> list[Pair]:
@@ -99,6 +79,11 @@ def subsample(pairs: list[Pair], fraction: float, seed: int, name: str) -> list[
     return [p for i, p in enumerate(pairs) if i in keep]
 
 
+# the datamodule's own data.<key> (the records' keys: salseg.data.options.RECORD_KEYS)
+OWN_KEYS = ("name", "root", "aug", "default_aug", "convention", "mask_only", "alpha", "synthetic",
+            "cache")
+
+
 class SegDataModule(L.LightningDataModule):
     """Sources + validation + recipe -> train / val / test dataloaders."""
 
@@ -106,46 +91,29 @@ class SegDataModule(L.LightningDataModule):
         self,
         name: str = "custom",
         root: str | None = None,
-        train: Sequence[Mapping] | None = None,
-        val: Sequence[Mapping] | None = None,
-        test: Sequence[Mapping] | None = None,
-        images: str | None = None,
-        masks: str | None = None,
-        val_images: str | None = None,
-        val_masks: str | None = None,
-        pairs_file: str | None = None,
-        val_pairs_file: str | None = None,
-        val_split: float = 0.0,
-        offline_hflip: bool | None = None,
+        *,
         aug: Mapping | str | Recipe | None = None,
         default_aug: str = "u2net_paper",
-        batch_size: int = 12,
-        val_batch_size: int | None = None,
-        num_workers: int | str = 0,
-        persistent_workers: bool = False,
-        pin_memory: bool = False,
-        drop_last: bool = True,
-        seed: int = 0,
-        on_error: str = "raise",
-        check: str = "full",
-        check_workers: int = 0,
-        skip_log_dir: str | None = None,
+        convention: str = "u2net",
         mask_only: bool = False,
         alpha: str = "drop",
-        convention: str = "u2net",
         synthetic: Mapping | None = None,
         cache: Mapping | None = None,
-        verbose: bool = True,
-        mix: Sequence[Mapping] | None = None,
-        monitor: Sequence[Mapping] | None = None,
-        gpu_aug: bool = False,
+        sources: DataSources | None = None,
+        loader: LoaderOptions | None = None,
+        checks: CheckPolicy | None = None,
+        **options: Any,
     ) -> None:
+        """``options``: the flat ``data.<key>`` values of the three records (``batch_size=4``,
+        ``images="im"``, ``on_error="skip"``, ...; :func:`~salseg.data.options.split_options`),
+        or give ready records as ``sources`` / ``loader`` / ``checks``."""
         super().__init__()
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"data.on_error must be 'raise' or 'skip', got {on_error!r}")
+        split = split_options(options, name=name, own_keys=OWN_KEYS, sources=sources,
+                              loader=loader, checks=checks)
+        self.sources, self.loader, self.checks = split.sources, split.loader, split.checks
         if convention not in CONVENTION_RECORDS:
-            raise ValueError(f"data.convention must be one of {sorted(CONVENTION_RECORDS)}, "
-                             f"got {convention!r}")
+            raise DataOptionError(f"data.convention must be one of {sorted(CONVENTION_RECORDS)}, "
+                                  f"got {convention!r}")
         self.name = name
         self.root = resolve_root(root)
         explicit_root = root not in (None, "") or bool(os.environ.get(ROOT_ENV_VAR))
@@ -155,74 +123,41 @@ class SegDataModule(L.LightningDataModule):
             raise DataLayoutError(
                 f"data.root={given}: folder does not exist (create it, fix the path, or leave "
                 f"data.root unset to use the project's ./data)", self.root)
-        self.train_specs = _specs(train)
-        self.val_specs = _specs(val)
-        self.test_specs = _specs(test)
-        if images is not None:
-            self.train_specs.append({"kind": "folder", "images": images, "masks": masks,
-                                     "name": f"{name}-train"})
-        if pairs_file is not None:
-            self.train_specs.append({"kind": "list", "file": pairs_file, "name": f"{name}-train"})
-        if val_images is not None:
-            self.val_specs.append({"kind": "folder", "images": val_images, "masks": val_masks,
-                                   "name": f"{name}-val"})
-        if val_pairs_file is not None:
-            self.val_specs.append({"kind": "list", "file": val_pairs_file, "name": f"{name}-val"})
-        self.val_split = float(val_split)
-        self.mix_specs = _specs(mix)
-        self.monitor_specs = _specs(monitor)
-        self.monitor_sets: list[tuple[str, list[Pair]]] | None = None
-        if offline_hflip is not None:  # data.offline_hflip applies to every DUTS training source
-            for spec in self.train_specs:
-                if spec.get("kind") == "duts":
-                    spec["offline_hflip"] = bool(offline_hflip)
-        self.recipe = build_recipe(_plain(aug), default=default_aug)
-        self.batch_size = int(batch_size)
-        self.val_batch_size = int(val_batch_size or batch_size)
-        self.num_workers = resolve_num_workers(num_workers)
-        self.persistent_workers = bool(persistent_workers) and self.num_workers > 0
-        self.pin_memory = bool(pin_memory)
-        self.drop_last = bool(drop_last)
-        self.seed = int(seed)
-        self.on_error = on_error
-        self.check = check
-        self.check_workers = int(check_workers)
-        self.skip_log_dir = skip_log_dir
+        self.recipe = build_recipe(plain(aug), default=default_aug)
         self.mask_only = bool(mask_only)
         self.alpha = alpha
         self.convention = convention
-        self.synthetic = dict(_plain(synthetic) or {})
-        self.cache_cfg = dict(_plain(cache) or {})
-        self.verbose = verbose
-        self.gpu_aug = bool(gpu_aug)
+        self.synthetic = dict(plain(synthetic) or {})
+        self.cache_cfg = dict(plain(cache) or {})
         self._device_augment = None
-        if self.gpu_aug:
+        if self.loader.gpu_aug:
             from salseg.data.gpu_aug import check_recipe
 
             check_recipe(self.recipe)
         self.train_pairs: list[Pair] | None = None
         self.val_pairs: list[Pair] | None = None
         self.test_sets: list[tuple[str, list[Pair]]] | None = None
+        self.monitor_sets: list[tuple[str, list[Pair]]] | None = None
         self.reports: dict[str, Any] = {}
         self._cache = None
 
     # ------------------------------------------------------------------ listing + checking
 
-    def _pairs(self, specs: list[dict], label: str) -> list[Pair]:
+    def _pairs(self, specs: Sequence[Mapping], label: str) -> list[Pair]:
         pairs: list[Pair] = []
         for spec in specs:
             spec = dict(spec)
             fraction = spec.pop("fraction", None)
             listing = list_source(spec, self.root, self.synthetic)
             name = spec.get("name") or listing.name or label
-            report = check_pairs(listing.pairs, name=name, listing=listing, level=self.check,
-                                 workers=self.check_workers)
+            report = check_pairs(listing.pairs, name=name, listing=listing, level=self.checks.check,
+                                 workers=self.checks.check_workers)
             self.reports[name] = report
-            usable = apply_policy(report, self.on_error, self.skip_log_dir)
+            usable = apply_policy(report, self.checks.on_error, self.checks.skip_log_dir)
             if fraction is not None:
-                usable = subsample(usable, float(fraction), self.seed, name)
+                usable = subsample(usable, float(fraction), self.loader.seed, name)
             pairs.extend(usable)
-            if self.verbose and report.issues and not report.errors:
+            if self.checks.verbose and report.issues and not report.errors:
                 notes = report.counts()
                 msg = ", ".join(f"{k}={v}" for k, v in sorted(notes.items()))
                 print(f"[salseg] data '{name}': {len(report.ok_pairs)} pairs ({msg})",
@@ -231,10 +166,10 @@ class SegDataModule(L.LightningDataModule):
 
     def _split(self, pairs: list[Pair]) -> tuple[list[Pair], list[Pair]]:
         files = sorted({p.image for p in pairs})
-        n_val = int(round(len(files) * self.val_split))
-        if self.val_split > 0 and n_val == 0 and len(files) > 1:
+        n_val = int(round(len(files) * self.sources.val_split))
+        if self.sources.val_split > 0 and n_val == 0 and len(files) > 1:
             n_val = 1
-        rng = np.random.default_rng(self.seed)
+        rng = np.random.default_rng(self.loader.seed)
         held = {files[i] for i in rng.permutation(len(files))[:n_val]}
         train = [p for p in pairs if p.image not in held]
         val = [p for p in pairs if p.image in held and not p.hflip]  # no virtual flips in val
@@ -244,8 +179,8 @@ class SegDataModule(L.LightningDataModule):
         """Every source of this datamodule as ``(split, spec)``: train, val, test and mix, with
         the folder/list shortcuts and ``offline_hflip`` already expanded (what ``setup`` lists)."""
         return [(split, dict(spec)) for split, specs in (
-            ("train", self.train_specs), ("val", self.val_specs), ("test", self.test_specs),
-            ("mix", self.mix_specs)) for spec in specs]
+            ("train", self.sources.train), ("val", self.sources.val),
+            ("test", self.sources.test), ("mix", self.sources.mix)) for spec in specs]
 
     def evaluation_sets(self) -> list[tuple[str, list[Pair]]]:
         """The sets a model is scored on: the test sets (else the validation sources); a config
@@ -263,41 +198,42 @@ class SegDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Generate the synthetic set when configured (idempotent, atomic)."""
-        for spec in self.train_specs + self.val_specs + self.test_specs:
+        for spec in self.sources.train + self.sources.val + self.sources.test:
             if spec.get("kind") == "synthetic":
                 list_source(spec, self.root, self.synthetic)
 
     def setup(self, stage: str | None = None) -> None:
+        src = self.sources
         if stage in (None, "fit", "validate"):
             if (stage in (None, "fit") or self.mask_only) and self.train_pairs is None:
-                if not self.train_specs:
+                if not src.train:
                     raise DataLayoutError(
                         f"data '{self.name}' has no training source: set data.images=FOLDER "
                         "data.masks=FOLDER (or data.pairs_file=LIST, or data.train=[...])")
-                train = self._pairs(self.train_specs, "train")
-                if not self.val_specs and self.val_split > 0:
+                train = self._pairs(src.train, "train")
+                if not src.val and src.val_split > 0:
                     train, self.val_pairs = self._split(train)
-                if self.mix_specs:  # mixed in after the val split: never held out
-                    train = train + self._pairs(self.mix_specs, "mix")
+                if src.mix:  # mixed in after the val split: never held out
+                    train = train + self._pairs(src.mix, "mix")
                 self.train_pairs = train
             if self.mask_only:  # the GT encoder is validated on its training masks, nothing else
                 self.val_pairs = list(self.train_pairs or [])
                 self.monitor_sets = []
             if self.val_pairs is None:
-                if self.val_specs:
-                    self.val_pairs = self._pairs(self.val_specs, "val")
-                elif stage == "validate" and self.val_split > 0 and self.train_specs:
-                    _, self.val_pairs = self._split(self._pairs(self.train_specs, "train"))
+                if src.val:
+                    self.val_pairs = self._pairs(src.val, "val")
+                elif stage == "validate" and src.val_split > 0 and src.train:
+                    _, self.val_pairs = self._split(self._pairs(src.train, "train"))
                 else:
                     self.val_pairs = []
             if self.monitor_sets is None:
                 self.monitor_sets = []
-                for spec in self.monitor_specs:
+                for spec in src.monitor:
                     pairs = self._pairs([spec], "monitor")
                     name = spec.get("name") or (pairs[0].source if pairs else str(spec.get("kind")))
                     self.monitor_sets.append((name, [p for p in pairs if not p.hflip]))
         if stage in (None, "test", "predict") and self.test_sets is None:
-            specs = self.test_specs or self.val_specs
+            specs = src.test or src.val
             test_sets, missing = [], []
             for spec in specs:
                 try:
@@ -329,31 +265,32 @@ class SegDataModule(L.LightningDataModule):
         return self._cache
 
     def make_dataset(self, pairs: Sequence[Pair], train: bool) -> SegDataset:
-        if train and self.gpu_aug:
+        if train and self.loader.gpu_aug:
             from salseg.data.gpu_aug import RawSegDataset
 
             return RawSegDataset(pairs, self.recipe, train=True, mask_only=self.mask_only,
-                                 alpha=self.alpha, cache=self.cache, seed=self.seed)
+                                 alpha=self.alpha, cache=self.cache, seed=self.loader.seed)
         return SegDataset(pairs, self.recipe, train=train, mask_only=self.mask_only,
-                          alpha=self.alpha, cache=self.cache, seed=self.seed)
+                          alpha=self.alpha, cache=self.cache, seed=self.loader.seed)
 
     def _loader(self, ds: SegDataset, train: bool) -> DataLoader:
         # training order, worker seeds and in-process augmentation are a function of
         # (seed, epoch) through EpochShuffleSampler (Lightning calls set_epoch every epoch)
+        opts = self.loader
         rank = self.trainer.global_rank if getattr(self, "trainer", None) is not None else 0
-        sampler = EpochShuffleSampler(ds, self.seed, rank=rank) if train else None
+        sampler = EpochShuffleSampler(ds, opts.seed, rank=rank) if train else None
         g = sampler.generator if sampler is not None else torch.Generator()
         if sampler is None:
-            g.manual_seed(self.seed)
+            g.manual_seed(opts.seed)
         return DataLoader(
             ds,
-            batch_size=self.batch_size if train else self.val_batch_size,
+            batch_size=opts.batch_size if train else opts.val_batch_size,
             shuffle=False,
             sampler=sampler,
-            drop_last=train and self.drop_last and len(ds) >= self.batch_size,
-            num_workers=workers_for_machine(self.num_workers),
-            persistent_workers=self.persistent_workers,
-            pin_memory=self.pin_memory,
+            drop_last=train and opts.drop_last and len(ds) >= opts.batch_size,
+            num_workers=workers_for_machine(opts.num_workers),
+            persistent_workers=opts.persistent_workers,
+            pin_memory=opts.pin_memory,
             collate_fn=self._collate(ds),
             worker_init_fn=seed_worker,
             generator=g,
@@ -374,7 +311,7 @@ class SegDataModule(L.LightningDataModule):
         if self._device_augment is None:
             trainer = getattr(self, "trainer", None)
             rank = trainer.global_rank if trainer is not None else 0
-            self._device_augment = DeviceAugment(self.recipe, seed=self.seed, rank=rank)
+            self._device_augment = DeviceAugment(self.recipe, seed=self.loader.seed, rank=rank)
         return augment_batch(self._device_augment, batch, self.mask_only)
 
     def train_dataloader(self) -> DataLoader:
@@ -436,17 +373,6 @@ def missing_sets_error(missing: list[tuple[str, DataLayoutError]], total: int) -
     names = ", ".join(name for name, _ in missing)
     details = "".join(f"\n  - {name}: {err}" for name, err in missing)
     return DataLayoutError(f"{len(missing)} of {total} test sets not found ({names}):{details}")
-
-
-def workers_for_machine(requested: int) -> int:
-    """``data.num_workers`` sized to the machine: at most one worker per CPU core this process
-    may use (torch's DataLoader warns above that; a recipe written for a large machine runs
-    unchanged on a laptop)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(0, min(int(requested), cores))
 
 
 def data_config(overrides: Sequence[str]) -> SegDataModule:

@@ -31,3 +31,7 @@ class DataCheckError(DataError):
     def __init__(self, problem: str, issues: list | None = None) -> None:
         super().__init__(problem)
         self.issues = list(issues or [])
+
+
+class DataOptionError(DataError):
+    """A ``data.<key>`` value of a data config is unknown or unusable (the message names the key)."""

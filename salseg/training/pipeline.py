@@ -130,7 +130,7 @@ def run_test(cfg: DictConfig, datamodule: Any, task: Any, ckpt: str | None, out:
     convention = convention_for(test_sets[0][0], datamodule.convention)
     log.info("test=true: scoring %s with %s", ", ".join(n for n, _ in test_sets), ckpt or "the final weights")
     _, paths = evaluate_model(predictor, test_sets, out / "test", convention=convention,
-                              batch_size=int(datamodule.val_batch_size), workers=1,
+                              batch_size=datamodule.loader.val_batch_size, workers=1,
                               progress=bool(cfg.trainer.get("enable_progress_bar", True)),
                               overwrite=True)
     return {"checkpoint": ckpt, "dir": str(out / "test"),
@@ -210,14 +210,16 @@ class RunRecord:
                            if isinstance(getattr(cb, "monitor", None), str)
                            and not isinstance(cb, LearningRateMonitor)})
         dm = self.datamodule
+        sources = getattr(dm, "sources", None)  # a SegDataModule's DataSources
         if dm is None:
             data: list[str] | str = []
         elif self.cfg.model.get("train_on_masks"):
             data = "the training masks (IS-Net phase 1, official)"
-        elif getattr(dm, "val_specs", None):
-            data = [str(s.get("name") or f"{s.get('kind')}:{s.get('split', '')}") for s in dm.val_specs]
-        elif getattr(dm, "val_split", 0) > 0:
-            data = f"seeded hold-out of {dm.val_split:g} of the training pairs (seed {dm.seed})"
+        elif sources is not None and sources.val:
+            data = [str(s.get("name") or f"{s.get('kind')}:{s.get('split', '')}") for s in sources.val]
+        elif sources is not None and sources.val_split > 0:
+            data = (f"seeded hold-out of {sources.val_split:g} of the training pairs "
+                    f"(seed {dm.loader.seed})")
         else:
             data = []
         monitored = [name for name, _ in getattr(dm, "monitor_sets", None) or []]
