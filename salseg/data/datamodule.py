@@ -67,7 +67,7 @@ from salseg.data.options import (
 from salseg.data.samplers import EpochShuffleSampler
 from salseg.data.sources import ROOT_ENV_VAR, Pair, list_source, resolve_root
 from salseg.data.transforms import Recipe, build_recipe
-from salseg.metrics.conventions import CONVENTION_RECORDS
+from salseg.metrics.conventions import CONVENTION_RECORDS, DEFAULT_CONVENTION
 
 
 def subsample(pairs: list[Pair], fraction: float, seed: int, name: str) -> list[Pair]:
@@ -94,7 +94,7 @@ class SegDataModule(L.LightningDataModule):
         *,
         aug: Mapping | str | Recipe | None = None,
         default_aug: str = "u2net_paper",
-        convention: str = "u2net",
+        convention: str = DEFAULT_CONVENTION,
         mask_only: bool = False,
         alpha: str = "drop",
         synthetic: Mapping | None = None,
