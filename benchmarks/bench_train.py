@@ -17,8 +17,9 @@ optimizer), on the same images and the same device, for:
   ``ImageEnhance`` / label pepper, ``ToTensor`` + ImageNet ``Normalize``), ``PixLoss`` (sigmoid of
   every level resized ``align_corners=True``; ``nn.BCELoss`` x30, batch-summed IoU x0.5, SSIM
   x10) + the gradient-branch ``nn.BCELoss``, ``AdamW(1e-4 * sqrt(batch / 4), wd 1e-2)``, fp32.
-* ``salseg``: a ``lightning.Trainer`` fitting ``U2NetTask`` / ``ISNetTask`` (feature sync on) /
-  ``TrainingTask("birefnet_lite")`` (its card's loss, AdamW as the official)
+* ``salseg``: a ``lightning.Trainer`` fitting ``TrainingTask`` with the card's loss: U2-Net's
+  7 BCEs / IS-Net's 6 BCEs + feature sync to a GT encoder / ``birefnet_lite``'s (AdamW as
+  the official)
   on ``SegDataModule`` (recipes ``u2net_paper`` / ``isnet_paper`` / ``birefnet_paper``; IS-Net reads the warm uint8
   resize cache), the same number of loader workers.  On CUDA more rows are added: precisions
   ``bf16-mixed`` / ``16-mixed``, ``channels_last``, ``data.gpu_aug``, ``torch.compile``, CUDA
@@ -437,7 +438,7 @@ def run_official(conn, cfg: dict, device: torch.device) -> dict:
 def run_salseg(conn, cfg: dict, device: torch.device) -> dict:
     from salseg.data.datamodule import SegDataModule
     from salseg.models import create_model
-    from salseg.tasks import ISNetTask, TrainingTask, U2NetTask
+    from salseg.tasks import TrainingTask
 
     model_name, bs = cfg["model"], cfg["batch"]
     L.seed_everything(0, verbose=False)
@@ -462,8 +463,9 @@ def run_salseg(conn, cfg: dict, device: torch.device) -> dict:
         if not enc.exists():
             torch.manual_seed(1)
             torch.save(create_model("isnet_gt_encoder").state_dict(), enc)
-        task: L.LightningModule = ISNetTask(
-            name="isnet", gt_encoder_ckpt=str(enc), log_images_every_n_steps=0,
+        # the card's loss: 6 side BCEs + the feature-sync MSE to the frozen GT encoder
+        task: L.LightningModule = TrainingTask(
+            name="isnet", gt_encoder_ckpt=str(enc), feature_sync=True, log_images_every_n_steps=0,
             fused_loss=cfg.get("fused_loss", False), sync_dtype=cfg.get("sync_dtype", "float32"),
             **common)
         dm.setup("fit")
@@ -479,7 +481,7 @@ def run_salseg(conn, cfg: dict, device: torch.device) -> dict:
         task = TrainingTask(name=model_name, log_images_every_n_steps=0, optimizer=functools.partial(
             torch.optim.AdamW, lr=BIREFNET_LR, weight_decay=1e-2), **common)
     else:
-        task = U2NetTask(name=model_name, log_images_every_n_steps=0, **common)
+        task = TrainingTask(name=model_name, log_images_every_n_steps=0, **common)  # 7 BCEs
     peak = PeakMemory(device)
     timer = StepTimer(make_gate(conn, cfg, device, peak, Clock(device)), peak, bs)
     trainer = L.Trainer(accelerator=device.type, devices=1, precision=cfg.get("precision", "32-true"),

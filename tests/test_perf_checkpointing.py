@@ -44,34 +44,34 @@ def test_eval_and_no_grad_run_plain():
 def test_task_options_fused_optimizer_and_checkpointing():
     import functools
 
-    from salseg.tasks import U2NetTask
+    from salseg.tasks import TrainingTask
 
-    task = U2NetTask(name="u2netp", activation_checkpointing=True, fused_optimizer=True,
-                     optimizer=functools.partial(torch.optim.Adam, lr=1e-3))
+    task = TrainingTask(name="u2netp", activation_checkpointing=True, fused_optimizer=True,
+                        optimizer=functools.partial(torch.optim.Adam, lr=1e-3))
     assert all(getattr(m, "_salseg_checkpointed", False) for n, m in task.model.named_children()
                if n.startswith("stage"))
     opt = task.configure_optimizers()
     assert opt.defaults["fused"] is True and opt.defaults["lr"] == 1e-3
-    plain = U2NetTask(name="u2netp").configure_optimizers()  # CPU: not fused by default
+    plain = TrainingTask(name="u2netp").configure_optimizers()  # CPU: not fused by default
     assert not plain.defaults.get("fused")
-    given = U2NetTask(name="u2netp", fused_optimizer=True,
-                      optimizer=functools.partial(torch.optim.Adam, foreach=False))
+    given = TrainingTask(name="u2netp", fused_optimizer=True,
+                         optimizer=functools.partial(torch.optim.Adam, foreach=False))
     assert not given.configure_optimizers().defaults.get("fused")  # the config's choice wins
 
 
 def test_compile_takes_torch_compile_modes(monkeypatch):
     import pytest
 
-    from salseg.tasks import U2NetTask
+    from salseg.tasks import TrainingTask
 
     seen = []
     monkeypatch.setattr(torch, "compile", lambda module, mode=None: seen.append(mode) or module)
     for value, mode in ((True, None), ("default", None), ("reduce-overhead", "reduce-overhead"),
                         ("max-autotune", "max-autotune")):
-        task = U2NetTask(name="u2netp", compile=value)
+        task = TrainingTask(name="u2netp", compile=value)
         assert seen[-1] == mode and len(task._compiled) == 1
         assert not any("_orig_mod" in k for k in task.state_dict())
     count = len(seen)
-    assert U2NetTask(name="u2netp", compile=False)._compiled == [] and len(seen) == count
+    assert TrainingTask(name="u2netp", compile=False)._compiled == [] and len(seen) == count
     with pytest.raises(ValueError, match="model.compile must be true, false or one of"):
-        U2NetTask(name="u2netp", compile="fastest")
+        TrainingTask(name="u2netp", compile="fastest")

@@ -99,7 +99,7 @@ def test_u2net_task_loss_equals_official_loss():
 
 
 def test_isnet_task_phase2_step_matches_official(tmp_path):
-    """ISNetTask's training loss with the official weights = the official phase-2 step."""
+    """IS-Net's training task (model=isnet) with the official weights = the official phase-2 step."""
     fx = fixture("isnetdis")
     enc = create_model("isnet_gt_encoder")
     enc.load_state_dict(deterministic_state_dict("isnet_gt_encoder"))

@@ -15,7 +15,7 @@ from PIL import Image
 from salseg.data.datamodule import SegDataModule
 from salseg.evaluation.model import evaluate_model
 from salseg.predict.predictor import Predictor
-from salseg.tasks import U2NetTask
+from salseg.tasks import TrainingTask
 
 SIZES = [(37, 53), (48, 40), (29, 61)]  # odd sizes: the restore step matters
 
@@ -41,7 +41,7 @@ def test_checkpoint_validation_equals_eval_model_mode(tmp_path):
                        aug={"size": 32, "crop": None}, batch_size=2, val_batch_size=2,
                        verbose=False)
     torch.manual_seed(0)
-    task = U2NetTask(name="u2netp", input_size=list(dm.recipe.input_size), val_convention="u2net")
+    task = TrainingTask(name="u2netp", input_size=list(dm.recipe.input_size), val_convention="u2net")
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False)
     val = trainer.validate(task, datamodule=dm, verbose=False)[0]

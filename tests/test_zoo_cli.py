@@ -130,13 +130,13 @@ def test_eval_model_mode_writes_paper_rows(served, tmp_path):
 
 def test_export_and_finetune_init_take_a_name(served, tmp_path):
     from salseg.cli.export import main as export_main
-    from salseg.tasks import U2NetTask
+    from salseg.tasks import TrainingTask
 
     out = tmp_path / "tiny.onnx"
     assert export_main(["--weights", "tiny-u2netp", "-o", str(out), "--trace-size", "64",
                         "--no-check"]) == 0
     assert out.is_file()
-    task = U2NetTask(name="u2netp", init_weights="tiny-u2netp")
+    task = TrainingTask(name="u2netp", init_weights="tiny-u2netp")
     assert not task.freeze_bn  # a .pth source: real BatchNorm statistics
     _, data = served
     (tmp_path / "ref.pth").write_bytes(data)

@@ -15,7 +15,7 @@ from salseg.models.batchnorm import (
     has_folded_batchnorm,
 )
 from salseg.models.weights import save_state_dict
-from salseg.tasks import U2NetTask
+from salseg.tasks import TrainingTask
 from salseg.weights.load import read_state_dict
 
 
@@ -53,10 +53,10 @@ def test_folded_batchnorm_is_detected(weights):
 def test_finetuning_from_imported_weights_matches_the_original(weights):
     original, folded = weights
     batch = _batch()
-    imported = U2NetTask(name="u2netp", init_weights=str(folded))  # freeze_bn=auto
+    imported = TrainingTask(name="u2netp", init_weights=str(folded))  # freeze_bn=auto
     assert imported.freeze_bn
-    reference = U2NetTask(name="u2netp", init_weights=str(original), freeze_bn=True)
-    assert not U2NetTask(name="u2netp", init_weights=str(original)).freeze_bn  # auto: real stats
+    reference = TrainingTask(name="u2netp", init_weights=str(original), freeze_bn=True)
+    assert not TrainingTask(name="u2netp", init_weights=str(original)).freeze_bn  # auto: real stats
     imported.train()
     reference.train()
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in imported.model.modules())
@@ -66,7 +66,7 @@ def test_finetuning_from_imported_weights_matches_the_original(weights):
     assert start.item() == pytest.approx(ref.item(), rel=1e-4)
     # the observed defect: the same imported weights with BatchNorm in train mode compute a
     # different function (batch statistics instead of the folded ones)
-    broken = U2NetTask(name="u2netp")
+    broken = TrainingTask(name="u2netp")
     broken.model.load_state_dict(read_state_dict(folded))
     broken.train()
     with torch.no_grad():
@@ -91,9 +91,9 @@ def test_finetuning_from_imported_weights_matches_the_original(weights):
 def test_freeze_bn_false_refuses_folded_weights(weights):
     _, folded = weights
     with pytest.raises(ValueError, match="model.freeze_bn=auto"):
-        U2NetTask(name="u2netp", init_weights=str(folded), freeze_bn=False)
+        TrainingTask(name="u2netp", init_weights=str(folded), freeze_bn=False)
     with pytest.raises(ValueError, match="auto, true or false"):
-        U2NetTask(name="u2netp", freeze_bn="sometimes")
+        TrainingTask(name="u2netp", freeze_bn="sometimes")
 
 
 def test_freeze_batchnorm_helper():

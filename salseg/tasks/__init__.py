@@ -1,10 +1,9 @@
 """LightningModules that wire models, losses and metrics (no model or metric logic here).
 
-``TrainingTask`` is the one training task; ``U2NetTask``, ``GTEncoderTask`` and ``ISNetTask``
-are the names of older configs and checkpoints (they map old keywords onto loss terms)."""
+``TrainingTask`` is the one training task of every card; its options are the typed records of
+:mod:`salseg.tasks.options`, made from the flat ``model.<key>`` config keys."""
 from salseg.tasks.base import SegmentationTask
 from salseg.tasks.generic import TrainingTask
-from salseg.tasks.isnet import GTEncoderTask, ISNetTask
-from salseg.tasks.u2net import U2NetTask
+from salseg.tasks.options import TaskOptions, task_options
 
-__all__ = ["SegmentationTask", "TrainingTask", "U2NetTask", "GTEncoderTask", "ISNetTask"]
+__all__ = ["SegmentationTask", "TaskOptions", "TrainingTask", "task_options"]

@@ -4,7 +4,8 @@ It only wires things together: a model from ``salseg.models`` (optionally initia
 checkpoint, converted to ``channels_last`` and/or compiled), an optimizer and scheduler given as
 Hydra ``_partial_`` objects, validation metrics from ``salseg.metrics`` computed at the
 ground truth's original resolution, and TensorBoard logging of every loss term and of image grids
-(input / GT / prediction).  Subclasses define ``compute_loss``.
+(input / GT / prediction).  Subclasses define ``compute_loss``.  Its options are the typed
+records of :mod:`salseg.tasks.options`; the checkpoint keeps them flat (``hyper_parameters``).
 
 Validation (conventions ``u2net`` and ``dis``) scores exactly the maps ``salseg-predict`` would
 save: the datamodule prepares the inputs with the card's ``Preprocessor``, and each prediction
@@ -49,87 +50,49 @@ from salseg.models.batchnorm import freeze_batchnorm, has_folded_batchnorm
 from salseg.models.card import get_card
 from salseg.models.checkpointing import enable_activation_checkpointing
 from salseg.models.restore import DEFAULT_NORMALIZATION, restore_alpha, to_uint8
+from salseg.tasks.options import InitOptions, TaskOptions
 from salseg.tasks.validation import PREDICT_RESTORED, build_val_metrics
 from salseg.tasks.visualize import prediction_grid
 from salseg.weights.load import load_weights
 
 log = logging.getLogger(__name__)
 
-# ``model.compile``: false, true (torch.compile's default mode) or one of torch.compile's modes;
-# ``reduce-overhead`` replays the forward and backward graphs as CUDA graphs (static shapes)
-# ``model.init_weights=random``: start from random weights on purpose (a recipe that requires
-# initial weights, ``experiment=finetune``, accepts it)
-RANDOM_INIT = "random"
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-
-
-def compile_mode(value: bool | str) -> str | None:
-    """The ``torch.compile`` mode for ``model.compile`` (``None``: its default, or no
-    compilation for ``False``); an unknown mode is refused with the list of modes."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str) and value in COMPILE_MODES:
-        return None if value == "default" else value
-    raise ValueError(f"model.compile must be true, false or one of {', '.join(COMPILE_MODES)}; "
-                     f"got {value!r}")
-
 
 class SegmentationTask(L.LightningModule):
-    """Base task: model + optimizer + validation metrics + logging."""
+    """Base task: model + optimizer + validation metrics + logging, made from
+    :class:`~salseg.tasks.options.TaskOptions` (``self.options``)."""
 
-    def __init__(
-        self,
-        name: str,
-        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
-        scheduler: Callable[..., Any] | None = None,
-        scheduler_interval: str = "epoch",
-        init_weights: str | None = None,
-        channels_last: bool = False,
-        compile: bool | str = False,
-        freeze_encoder_epochs: int = 0,
-        val_convention: str = "u2net",
-        log_images_every_n_steps: int = 0,
-        num_log_images: int = 4,
-        net_kwargs: dict | None = None,
-        input_size: Sequence[int] | None = None,
-        activation_checkpointing: bool = False,
-        fused_optimizer: bool | None = None,
-        progress_bar_loss: bool | None = None,
-        freeze_bn: bool | str = "auto",
-    ) -> None:
+    def __init__(self, options: TaskOptions) -> None:
         super().__init__()
-        # ``name`` and ``input_size`` (the training/eval resolution) travel in the checkpoint, so
-        # that eval and predict use the same preprocessing as training.
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        self.card = get_card(name)
+        self.options = options
+        # flat, as the config: ``name`` and ``input_size`` (the training/eval resolution) travel
+        # in the checkpoint, so that eval and predict use the same preprocessing as training
+        self.save_hyperparameters(options.flat(exclude=("optimizer", "scheduler")))
+        init, speed = options.init, options.speed
+        self.card = get_card(options.name)
         self.name = self.card.name
         self.spec = self.card.preprocessing
-        self.model = self.card.build(**(net_kwargs or {}))
-        if init_weights == RANDOM_INIT:  # explicit: no pretrained weights (experiment=finetune)
-            init_weights = None
-        if init_weights:
-            load_weights(self.model, init_weights, name=self.name)
-        self.freeze_bn = self._decide_freeze_bn(freeze_bn, init_weights)
+        self.model = self.card.build(**(options.net_kwargs or {}))
+        if init.weights:
+            load_weights(self.model, init.weights, name=self.name)
+        self.freeze_bn = self._decide_freeze_bn(init)
         if self.freeze_bn:
             freeze_batchnorm(self.model)
-        self.optimizer_factory = optimizer
-        self.scheduler_factory = scheduler
-        self.channels_last = channels_last
-        if channels_last:
+        self.optimizer_factory = options.optim.optimizer
+        self.scheduler_factory = options.optim.scheduler
+        self.channels_last = speed.channels_last
+        if speed.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        if activation_checkpointing:
+        if speed.activation_checkpointing:
             enable_activation_checkpointing(self.model)
         # Compiled forward kept outside the module tree, so state-dict keys stay official.
-        mode = compile_mode(compile)
         self._compiled: list[Callable] = (
-            [torch.compile(self.model, mode=mode)] if compile is not False else [])
-        self.val_metrics = build_val_metrics(val_convention)
+            [torch.compile(self.model, mode=speed.compile_mode)] if speed.compile is not False else [])
+        self.val_metrics = build_val_metrics(options.val_convention)
 
     # ------------------------------------------------------------------ model
-    def _decide_freeze_bn(self, freeze_bn: bool | str, init_weights: str | None) -> bool:
-        if isinstance(freeze_bn, str) and freeze_bn.lower() not in ("auto", "true", "false"):
-            raise ValueError(f"model.freeze_bn must be auto, true or false, got {freeze_bn!r}")
-        mode = freeze_bn.lower() if isinstance(freeze_bn, str) else str(bool(freeze_bn)).lower()
+    def _decide_freeze_bn(self, init: InitOptions) -> bool:
+        mode, init_weights = init.freeze_bn_mode, init.weights
         folded = bool(init_weights) and has_folded_batchnorm(self.model.state_dict())
         if mode == "false" and folded:
             raise ValueError(
@@ -158,17 +121,17 @@ class SegmentationTask(L.LightningModule):
         outputs = self(self.model_input(batch))
         loss, terms = self.compute_loss(batch, outputs)
         bs = batch["mask"].shape[0]
-        pbar = self.hparams.progress_bar_loss
+        pbar = self.options.speed.progress_bar_loss
         pbar = self.device.type != "cuda" if pbar is None else bool(pbar)
         self.log("train/loss", loss, prog_bar=pbar, batch_size=bs)
         self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, batch_size=bs)
-        every = self.hparams.log_images_every_n_steps
+        every = self.options.images.log_images_every_n_steps
         if every and self.global_step % every == 0:
             self._log_grid("train/images", batch, outputs)
         return loss
 
     def _encoder_frozen(self) -> bool:
-        return self.current_epoch < self.hparams.freeze_encoder_epochs
+        return self.current_epoch < self.options.init.freeze_encoder_epochs
 
     def _encoder_parameters(self) -> list[nn.Parameter]:
         return [p for k, p in self.model.named_parameters() if k.startswith(self.card.encoder_prefixes)]
@@ -197,7 +160,7 @@ class SegmentationTask(L.LightningModule):
     def on_validation_epoch_start(self) -> None:
         # one metric per validation loader: ``val`` first, then the test-monitor sets
         self._val_sets = {prefix: self.val_metrics if i == 0 else
-                          build_val_metrics(self.hparams.val_convention).to(self.device)
+                          build_val_metrics(self.options.val_convention).to(self.device)
                           for i, prefix in enumerate(self._val_prefixes())}
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -206,7 +169,7 @@ class SegmentationTask(L.LightningModule):
         outputs = self(self.model_input(batch))
         prob = torch.sigmoid(self.card.outputs(outputs).prediction.float())
         gts: Sequence[torch.Tensor] = batch.get("gt") or list(batch["mask"])
-        as_predicted = self.hparams.val_convention in PREDICT_RESTORED and "gt" in batch
+        as_predicted = self.options.val_convention in PREDICT_RESTORED and "gt" in batch
         for p, gt in zip(prob, gts):
             gt = gt.to(p.device).float()
             if gt.ndim == 2:
@@ -240,7 +203,7 @@ class SegmentationTask(L.LightningModule):
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval}}
+                "lr_scheduler": {"scheduler": scheduler, "interval": self.options.optim.scheduler_interval}}
 
     def optimizer_params(self, factory: Callable) -> list:
         """The parameters (or parameter groups) given to the optimizer."""
@@ -249,7 +212,7 @@ class SegmentationTask(L.LightningModule):
     def _fused_kwargs(self, factory: Callable) -> dict:
         """``{"fused": True}`` for Adam/AdamW on CUDA (one kernel for all parameters) unless the
         config sets ``fused``/``foreach`` itself or ``fused_optimizer=false``."""
-        fused = self.hparams.fused_optimizer
+        fused = self.options.speed.fused_optimizer
         if fused is None:
             fused = self.device.type == "cuda"
         cls = getattr(factory, "func", factory)
@@ -269,7 +232,7 @@ class SegmentationTask(L.LightningModule):
         with torch.no_grad():
             prob = torch.sigmoid(self.card.outputs(outputs).prediction.detach().float())
             grid = prediction_grid(self.model_input(batch).detach(), batch["mask"].detach(), prob,
-                                   self.spec, self.hparams.num_log_images)
+                                   self.spec, self.options.images.num_log_images)
         experiment.add_image(tag, grid, self.global_step)
 
 

@@ -42,42 +42,37 @@ from salseg.losses.terms import LossTerms, parse_loss
 from salseg.models.batchnorm import freeze_batchnorm
 from salseg.models.card import get_card
 from salseg.tasks.base import SegmentationTask, frozen
+from salseg.tasks.options import task_options
 from salseg.training.callbacks import ThresholdStopping
 from salseg.weights.backbone import load_backbone_weights
 from salseg.weights.load import load_weights
 
-BN_MODES = ("train", "eval")
 GT_ENCODER = "gt_encoder"
 
 
 class TrainingTask(SegmentationTask):
-    """A card's network trained with configured loss terms (see the module docstring)."""
+    """A card's network trained with configured loss terms (see the module docstring).
+
+    The keywords are the flat ``model.<key>`` of the configs; :func:`salseg.tasks.options.task_options`
+    sorts them into typed records (``self.options``) and refuses unknown ones."""
 
     def __init__(self, name: str, loss: Mapping[str, Any] | Sequence[Any] | None = None,
-                 loss_form: str = "logits", feature_sync: bool = True,
-                 gt_encoder_ckpt: str | None = None, gt_encoder_bn: str = "train",
-                 stop_max_f: float | None = None, backbone_lr_mult: float | None = None,
-                 fused_loss: bool = False, sync_dtype: str = "float32",
-                 backbone_weights: str | None = None, **kwargs: Any) -> None:
-        super().__init__(name=name, **kwargs)
-        if backbone_weights:
-            if kwargs.get("init_weights"):
-                raise ValueError("model.backbone_weights and model.init_weights are exclusive: "
-                                 "init_weights already holds the whole network")
-            load_backbone_weights(self.model, self.card, str(backbone_weights))
-        if gt_encoder_bn not in BN_MODES:
-            raise ValueError(f"gt_encoder_bn must be one of {BN_MODES}, got {gt_encoder_bn!r}")
-        terms = parse_loss(self.card.loss if loss is None else loss, form=loss_form,
-                           fused=fused_loss, sync_dtype=sync_dtype)
-        if not feature_sync:
+                 **options: Any) -> None:
+        super().__init__(task_options(name=name, loss=loss, **options))
+        opts = self.options
+        if opts.init.backbone_weights:
+            load_backbone_weights(self.model, self.card, str(opts.init.backbone_weights))
+        terms = parse_loss(self.card.loss if loss is None else loss, form=opts.loss_form,
+                           fused=opts.speed.fused_loss, sync_dtype=opts.speed.sync_dtype)
+        if not opts.gt_encoder.feature_sync:
             terms = [t for t in terms if t.target != GT_ENCODER]
         self.criterion = LossTerms(terms)
-        self.stop_max_f = stop_max_f
-        self.backbone_lr_mult = float(self.card.backbone_lr_mult if backbone_lr_mult is None
-                                      else backbone_lr_mult)
+        self.stop_max_f = opts.stop_max_f
+        mult = opts.optim.backbone_lr_mult
+        self.backbone_lr_mult = float(self.card.backbone_lr_mult if mult is None else mult)
         self.gt_encoder = None
         if GT_ENCODER in self.criterion.needs:
-            self.gt_encoder = self._load_gt_encoder(gt_encoder_ckpt)
+            self.gt_encoder = self._load_gt_encoder(opts.gt_encoder.gt_encoder_ckpt)
 
     def _load_gt_encoder(self, ckpt: str | None) -> torch.nn.Module:
         if self.card.gt_encoder is None:
@@ -91,7 +86,7 @@ class TrainingTask(SegmentationTask):
         encoder = get_card(self.card.gt_encoder)
         module = frozen(encoder.build())
         load_weights(module, ckpt, name=encoder.name)
-        if self.hparams.gt_encoder_bn == "eval":
+        if self.options.gt_encoder.gt_encoder_bn == "eval":
             freeze_batchnorm(module)
             module.eval()
         return module
@@ -120,7 +115,7 @@ class TrainingTask(SegmentationTask):
         # official: the frozen encoder runs in train() mode (batch statistics); Lightning does not
         # call train() when fitting starts, so the mode is set here, where it cannot be missed
         super().on_train_batch_start(batch, batch_idx)
-        if self.gt_encoder is not None and self.hparams.gt_encoder_bn == "train":
+        if self.gt_encoder is not None and self.options.gt_encoder.gt_encoder_bn == "train":
             self.gt_encoder.train()
 
     def model_input(self, batch: dict) -> torch.Tensor:
