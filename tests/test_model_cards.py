@@ -70,7 +70,7 @@ TOY = ModelCard(
     outputs=_toy_outputs, to_official=lambda raw: [torch.sigmoid(raw["out"]),
                                                    torch.sigmoid(raw["aux"])],
     side_names=("out", "aux"), encoder_prefixes=("enc.", "bn."),
-    task="salseg.tasks.U2NetTask", default_aug="u2net_paper")
+    default_aug="u2net_paper")
 
 NAMES = [c.name for c in cards()] + [TOY.name]
 COSTLY = [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY | VERY_HEAVY else n

@@ -30,6 +30,7 @@ from typing import Any
 
 from salseg.losses.bce import LOSS_FORMS
 from salseg.losses.terms import DTYPES
+from salseg.metrics.conventions import DEFAULT_CONVENTION
 from salseg.training.checks import ConfigError
 
 # ``model.init_weights=random``: start from random weights on purpose (a recipe that requires
@@ -170,7 +171,7 @@ class TaskOptions:
     name: str
     loss: Mapping[str, Any] | Sequence[Any] | None = None
     loss_form: str = "logits"
-    val_convention: str = "u2net"
+    val_convention: str = DEFAULT_CONVENTION
     stop_max_f: float | None = None
     input_size: Sequence[int] | None = None
     net_kwargs: Mapping[str, Any] | None = None
