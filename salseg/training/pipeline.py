@@ -214,7 +214,7 @@ class RunRecord:
         if dm is None:
             data: list[str] | str = []
         elif self.cfg.model.get("train_on_masks"):
-            data = "the training masks (IS-Net phase 1, official)"
+            data = "the training masks (a card that takes masks: its GT-encoder phase, official)"
         elif sources is not None and sources.val:
             data = [str(s.get("name") or f"{s.get('kind')}:{s.get('split', '')}") for s in sources.val]
         elif sources is not None and sources.val_split > 0:
