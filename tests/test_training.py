@@ -9,7 +9,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 from parity_helpers import deterministic_state_dict, fixture
-from train_helpers import compose_train, tiny_data_overrides
+from train_helpers import compose_train, spy_on_trainers, tiny_data_overrides
 
 from salseg.config import CONFIG_DIR
 from salseg.models import create_model
@@ -233,14 +233,7 @@ def test_isnet_two_phases_in_one_command(data_root, tmp_path, monkeypatch):
     takes the datamodule's masks-only mode (validated on the training masks, no monitor set)."""
     import salseg.training.phases as phases
 
-    phase1 = {}
-    orig = phases.make_trainer
-
-    def spy(*args, **kwargs):
-        phase1["trainer"] = orig(*args, **kwargs)
-        return phase1["trainer"]
-
-    monkeypatch.setattr(phases, "make_trainer", spy)
+    phase1 = spy_on_trainers(phases, monkeypatch)
     cfg = compose_train(["model=isnet", "trainer=cpu", "logger=csv", "trainer.max_epochs=1",
                          "trainer.limit_train_batches=2", "trainer.limit_val_batches=1",
                          "model.gt_encoder.max_epochs=1",

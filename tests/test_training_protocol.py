@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from train_helpers import compose_train, tiny_data_overrides
+from train_helpers import compose_train, spy_on_trainers, tiny_data_overrides
 from train_helpers import run_train_cli as _cli
 
 from salseg.config import CONFIG_DIR
@@ -195,14 +195,7 @@ def test_official_loss_form_trains(data_root, tmp_path):
 def test_gt_encoder_alone_validates_on_the_training_masks(data_root, tmp_path, monkeypatch):
     import salseg.training.pipeline as training
 
-    seen = {}
-    orig = training.make_trainer
-
-    def spy(*args, **kwargs):
-        seen["trainer"] = orig(*args, **kwargs)
-        return seen["trainer"]
-
-    monkeypatch.setattr(training, "make_trainer", spy)
+    seen = spy_on_trainers(training, monkeypatch)
     cfg = compose_train(["model=isnet_gt_encoder", "trainer=cpu", "logger=none",
                          "trainer.max_epochs=1", "trainer.limit_train_batches=1",
                          "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false",

@@ -52,3 +52,16 @@ def run_train_cli(args: list[str], monkeypatch) -> tuple[int, str]:
         except SystemExit as exc:
             code = int(exc.code or 0)
     return code, buf.getvalue()
+
+
+def spy_on_trainers(module, monkeypatch) -> dict:
+    """Record the ``Trainer`` that ``module.make_trainer`` builds (under key ``"trainer"``)."""
+    seen: dict = {}
+    orig = module.make_trainer
+
+    def spy(*args, **kwargs):
+        seen["trainer"] = orig(*args, **kwargs)
+        return seen["trainer"]
+
+    monkeypatch.setattr(module, "make_trainer", spy)
+    return seen

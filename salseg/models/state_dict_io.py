@@ -93,6 +93,15 @@ class Mismatch(NamedTuple):
     def __bool__(self) -> bool:
         return bool(self.missing or self.unexpected or self.shapes)
 
+    def groups(self) -> list[tuple[str, list[str]]]:
+        """The non-empty groups as ``(field name, keys)``, in the order of the fields."""
+        return [(kind, keys) for kind, keys in zip(self._fields, self) if keys]
+
+    @staticmethod
+    def listing(keys: list[str], limit: int) -> str:
+        """The first ``limit`` keys, comma-separated, with ``, ...`` when there are more."""
+        return ", ".join(keys[:limit]) + (", ..." if len(keys) > limit else "")
+
 
 def compare_state_dicts(want: Mapping[str, torch.Tensor], got: Mapping[str, torch.Tensor]
                         ) -> Mismatch:

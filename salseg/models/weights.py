@@ -56,9 +56,9 @@ def guess_architecture(state_dict: Mapping[str, torch.Tensor]) -> str | None:
     return None
 
 
-def _summarise(keys: list[str], limit: int = 6) -> str:
-    shown = ", ".join(keys[:limit])
-    return f"{len(keys)} ({shown}{', ...' if len(keys) > limit else ''})"
+# how a load error names each group of a Mismatch, and how many keys it shows of it
+_GROUP_LINES = {"missing": ("missing keys", 6), "unexpected": ("unexpected keys", 6),
+                "shapes": ("shape mismatches", 3)}
 
 
 def save_state_dict(model: nn.Module, path: str | Path) -> Path:
@@ -85,16 +85,13 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], so
     """Load ``state_dict`` (read from ``source``) into ``model`` with ``strict=True``; raise
     ``WeightsError`` naming ``source`` on any mismatch."""
     path = source
-    missing, unexpected, wrong_shape = found = compare_state_dicts(model.state_dict(), state_dict)
+    found = compare_state_dicts(model.state_dict(), state_dict)
     if found:
         target = canonical_name(name) if name else type(model).__name__
         lines = [f"{path}: checkpoint does not fit {target}"]
-        if missing:
-            lines.append(f"  missing keys: {_summarise(missing)}")
-        if unexpected:
-            lines.append(f"  unexpected keys: {_summarise(unexpected)}")
-        if wrong_shape:
-            lines.append(f"  shape mismatches: {_summarise(wrong_shape, 3)}")
+        for kind, keys in found.groups():
+            label, limit = _GROUP_LINES[kind]
+            lines.append(f"  {label}: {len(keys)} ({found.listing(keys, limit)})")
         guess = guess_architecture(state_dict)
         if guess is not None and guess != (canonical_name(name) if name else None):
             lines.append(f"  this looks like a {guess} checkpoint; use model={guess}")

@@ -16,9 +16,9 @@ import torch
 
 from salseg.zoo.catalogue import Source, ZooEntry
 
-
-def _summary(keys: list[str], limit: int = 4) -> str:
-    return ", ".join(keys[:limit]) + (", ..." if len(keys) > limit else "")
+# how the download check names each group of a Mismatch
+_GROUP_WORDS = {"missing": "missing tensor(s)", "unexpected": "unexpected tensor(s)",
+                "shapes": "of another shape"}
 
 
 def _fits(state_dict: Mapping[str, torch.Tensor], entry: ZooEntry) -> str | None:
@@ -31,15 +31,8 @@ def _fits(state_dict: Mapping[str, torch.Tensor], entry: ZooEntry) -> str | None
     found = compare_state_dicts(model.state_dict(), state_dict)
     if not found:
         return None
-    missing, unexpected, shapes = found
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing tensor(s) ({_summary(missing)})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected tensor(s) ({_summary(unexpected)})")
-    if shapes:
-        parts.append(f"{len(shapes)} of another shape ({_summary(shapes)})")
-    return "; ".join(parts)
+    return "; ".join(f"{len(keys)} {_GROUP_WORDS[kind]} ({found.listing(keys, 4)})"
+                     for kind, keys in found.groups())
 
 
 def read_tensors(path: Path, fmt: str, entry: ZooEntry) -> Mapping[str, torch.Tensor]:
